@@ -1,0 +1,81 @@
+"""The repository's exceptions, mapped from PostgreSQL SQLSTATEs.
+
+Messages keep PostgreSQL's primary message and hint, never its DETAIL: for a
+constraint violation the DETAIL is "Failing row contains (...)", which would
+put the row's tokens into the exception text.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+
+class RepositoryError(Exception):
+    """Base class of everything the repository raises.
+
+    ``sqlstate`` is the PostgreSQL error code when the database raised it.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.sqlstate = sqlstate
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} (hint: {self.hint})"
+        return self.message
+
+
+class InvalidInputError(RepositoryError, ValueError):
+    """An argument is NULL, blank, malformed, too long or out of range (22xxx, 23514)."""
+
+
+class UnknownOrganisationError(RepositoryError):
+    """The org_id is not in ``cmis.orgs`` (23503)."""
+
+
+class NotFoundError(RepositoryError, LookupError):
+    """No connection with that id belongs to that organisation."""
+
+
+class ConflictError(RepositoryError):
+    """Another row or transaction is in the way (23505, 40001, 40P01, 55P03).
+
+    Serialization failures and deadlocks are worth retrying the whole
+    transaction; a unique violation is not.
+    """
+
+
+class PermissionDeniedError(RepositoryError):
+    """The role may not do this, row-level security included (42501)."""
+
+
+_BY_SQLSTATE: dict[str, type[RepositoryError]] = {
+    "23503": UnknownOrganisationError,
+    "23505": ConflictError,
+    "23514": InvalidInputError,
+    "23502": InvalidInputError,
+    "40001": ConflictError,
+    "40P01": ConflictError,
+    "55P03": ConflictError,
+    "42501": PermissionDeniedError,
+}
+
+
+def error_class(sqlstate: str | None) -> type[RepositoryError]:
+    """The exception class for a SQLSTATE: data exceptions (class 22) are invalid input."""
+    if sqlstate is None:
+        return RepositoryError
+    if sqlstate.startswith("22"):
+        return InvalidInputError
+    return _BY_SQLSTATE.get(sqlstate, RepositoryError)
+
+
+def translate(error: psycopg.Error) -> RepositoryError:
+    """The repository exception for a psycopg error, without its DETAIL."""
+    diag = error.diag
+    message = diag.message_primary or type(error).__name__
+    cls = error_class(error.sqlstate)
+    return cls(message, sqlstate=error.sqlstate, hint=diag.message_hint)

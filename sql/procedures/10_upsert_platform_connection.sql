@@ -1,0 +1,212 @@
+CREATE OR REPLACE FUNCTION cmis.upsert_platform_connection(
+    p_org_id uuid,
+    p_platform text,
+    p_account_id text,
+    p_account_name text DEFAULT NULL,
+    p_status text DEFAULT 'active',
+    p_access_token text DEFAULT NULL,
+    p_refresh_token text DEFAULT NULL,
+    p_token_expires_at timestamptz DEFAULT NULL,
+    p_scopes jsonb DEFAULT NULL,
+    p_account_metadata jsonb DEFAULT NULL,
+    p_auto_sync boolean DEFAULT NULL,
+    p_sync_frequency_minutes integer DEFAULT NULL
+)
+RETURNS TABLE (
+    outcome text,
+    connection_id uuid,
+    org_id uuid,
+    platform varchar,
+    account_id varchar,
+    account_name varchar,
+    status varchar,
+    access_token text,
+    refresh_token text,
+    token_expires_at timestamptz,
+    scopes jsonb,
+    account_metadata jsonb,
+    last_sync_at timestamptz,
+    last_error_at timestamptz,
+    last_error_message text,
+    auto_sync boolean,
+    sync_frequency_minutes integer,
+    created_at timestamptz,
+    updated_at timestamptz,
+    deleted_at timestamptz
+)
+LANGUAGE plpgsql
+VOLATILE
+PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $function$
+#variable_conflict use_column
+DECLARE
+    c_statuses constant text[] := ARRAY['pending', 'active', 'warning', 'expired', 'revoked', 'error'];
+    -- Passes through the loop below; only SQL that does not take our key lock
+    -- (the app's own) can make a pass fail, and the last pass cannot fail.
+    c_max_attempts constant int := 3;
+    v_now timestamptz := clock_timestamp();
+    v_row cmis.platform_connections;
+    v_restored_id uuid;
+    v_new_id uuid;
+    v_outcome text;
+BEGIN
+    -- Check every argument before anything is written.
+    IF p_org_id IS NULL THEN
+        RAISE EXCEPTION 'p_org_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the org_id of a row in cmis.orgs.';
+    END IF;
+    IF p_platform IS NULL THEN
+        RAISE EXCEPTION 'p_platform must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass a lower-case slug such as ''meta'' or ''google''.';
+    END IF;
+    IF btrim(p_platform) = '' THEN
+        RAISE EXCEPTION 'p_platform must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a lower-case slug such as ''meta'' or ''google''.';
+    END IF;
+    IF p_platform !~ '^[a-z0-9]+([_-][a-z0-9]+)*$' THEN
+        RAISE EXCEPTION 'p_platform must be a lower-case slug, got %', quote_literal(left(p_platform, 60))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use lower-case letters and digits, words joined by - or _, such as ''meta'' or ''google_ads''.';
+    END IF;
+    IF char_length(p_platform) > 50 THEN
+        RAISE EXCEPTION 'p_platform is % characters long; at most 50 fit', char_length(p_platform)
+            USING ERRCODE = 'string_data_right_truncation';
+    END IF;
+    IF p_account_id IS NULL THEN
+        RAISE EXCEPTION 'p_account_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the account''s id on the ad platform.';
+    END IF;
+    IF btrim(p_account_id) = '' THEN
+        RAISE EXCEPTION 'p_account_id must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the account''s id on the ad platform.';
+    END IF;
+    IF char_length(p_account_id) > 255 THEN
+        RAISE EXCEPTION 'p_account_id is % characters long; at most 255 fit', char_length(p_account_id)
+            USING ERRCODE = 'string_data_right_truncation';
+    END IF;
+    IF char_length(p_account_name) > 255 THEN
+        RAISE EXCEPTION 'p_account_name is % characters long; at most 255 fit', char_length(p_account_name)
+            USING ERRCODE = 'string_data_right_truncation';
+    END IF;
+    IF p_status <> ALL (c_statuses) THEN
+        RAISE EXCEPTION 'p_status must be one of %, got %',
+                array_to_string(c_statuses, ', '), quote_literal(left(p_status, 60))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out to re-activate (''active''), or pass NULL to keep the stored status.';
+    END IF;
+    IF p_sync_frequency_minutes <= 0 THEN
+        RAISE EXCEPTION 'p_sync_frequency_minutes must be a positive number of minutes, got %',
+                p_sync_frequency_minutes
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to keep the stored value (15 for a new connection).';
+    END IF;
+
+    -- Every cmis-repo write to this key waits here until the others commit,
+    -- so the steps below see a key nobody else of ours is changing.
+    PERFORM cmis.lock_platform_connection_key(p_org_id, p_platform, p_account_id);
+
+    FOR v_attempt IN 1 .. c_max_attempts LOOP
+        -- Fast path: a live row is updated in place.
+        UPDATE cmis.platform_connections AS c
+           SET account_name = COALESCE(p_account_name, c.account_name),
+               status = COALESCE(p_status, c.status),
+               access_token = COALESCE(p_access_token, c.access_token),
+               refresh_token = COALESCE(p_refresh_token, c.refresh_token),
+               token_expires_at = COALESCE(p_token_expires_at, c.token_expires_at),
+               scopes = COALESCE(p_scopes, c.scopes),
+               account_metadata = COALESCE(p_account_metadata, c.account_metadata),
+               auto_sync = COALESCE(p_auto_sync, c.auto_sync),
+               sync_frequency_minutes = COALESCE(p_sync_frequency_minutes, c.sync_frequency_minutes),
+               updated_at = v_now
+         WHERE c.org_id = p_org_id AND c.platform = p_platform AND c.account_id = p_account_id
+           AND c.deleted_at IS NULL
+        RETURNING c.* INTO v_row;
+        IF FOUND THEN
+            v_outcome := 'updated';
+            EXIT;
+        END IF;
+
+        IF v_attempt = 1 AND NOT EXISTS (SELECT FROM cmis.orgs AS o WHERE o.org_id = p_org_id) THEN
+            RAISE EXCEPTION 'unknown organisation: p_org_id % is not in cmis.orgs', p_org_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Create the organisation first, or pass the org_id of an existing one.';
+        END IF;
+
+        -- Undelete the most recently deleted row of the key, if any.
+        v_restored_id := NULL;
+        IF v_attempt < c_max_attempts THEN
+            BEGIN
+                UPDATE cmis.platform_connections AS c
+                   SET deleted_at = NULL
+                 WHERE c.connection_id = (
+                           SELECT d.connection_id FROM cmis.platform_connections AS d
+                            WHERE d.org_id = p_org_id AND d.platform = p_platform
+                              AND d.account_id = p_account_id AND d.deleted_at IS NOT NULL
+                            ORDER BY d.deleted_at DESC
+                            LIMIT 1)
+                   AND c.deleted_at IS NOT NULL
+                RETURNING c.connection_id INTO v_restored_id;
+            EXCEPTION WHEN unique_violation THEN
+                -- SQL that does not take our lock made a live row for the key
+                -- since the fast path looked: go round and update that one.
+                CONTINUE;
+            END;
+        END IF;
+
+        -- Create, or fill in the row just restored (or one that appeared).
+        v_new_id := gen_random_uuid();
+        INSERT INTO cmis.platform_connections AS c (
+            connection_id, org_id, platform, account_id, account_name, status,
+            access_token, refresh_token, token_expires_at, scopes, account_metadata,
+            auto_sync, sync_frequency_minutes, created_at, updated_at)
+        VALUES (
+            v_new_id, p_org_id, p_platform, p_account_id, p_account_name, COALESCE(p_status, 'active'),
+            p_access_token, p_refresh_token, p_token_expires_at, p_scopes, p_account_metadata,
+            COALESCE(p_auto_sync, true), COALESCE(p_sync_frequency_minutes, 15), v_now, v_now)
+        ON CONFLICT (org_id, platform, account_id) WHERE deleted_at IS NULL
+        DO UPDATE
+           SET account_name = COALESCE(p_account_name, c.account_name),
+               status = COALESCE(p_status, c.status),
+               access_token = COALESCE(p_access_token, c.access_token),
+               refresh_token = COALESCE(p_refresh_token, c.refresh_token),
+               token_expires_at = COALESCE(p_token_expires_at, c.token_expires_at),
+               scopes = COALESCE(p_scopes, c.scopes),
+               account_metadata = COALESCE(p_account_metadata, c.account_metadata),
+               auto_sync = COALESCE(p_auto_sync, c.auto_sync),
+               sync_frequency_minutes = COALESCE(p_sync_frequency_minutes, c.sync_frequency_minutes),
+               updated_at = v_now
+        RETURNING c.* INTO v_row;
+        v_outcome := CASE v_row.connection_id
+                         WHEN v_new_id THEN 'created'
+                         WHEN v_restored_id THEN 'restored'
+                         ELSE 'updated'
+                     END;
+        EXIT;
+    END LOOP;
+
+    RETURN QUERY SELECT
+        v_outcome, v_row.connection_id, v_row.org_id, v_row.platform, v_row.account_id,
+        v_row.account_name, v_row.status, v_row.access_token, v_row.refresh_token,
+        v_row.token_expires_at, v_row.scopes, v_row.account_metadata, v_row.last_sync_at,
+        v_row.last_error_at, v_row.last_error_message, v_row.auto_sync,
+        v_row.sync_frequency_minutes, v_row.created_at, v_row.updated_at, v_row.deleted_at;
+END
+$function$;
+
+COMMENT ON FUNCTION cmis.upsert_platform_connection(
+    uuid, text, text, text, text, text, text, timestamptz, jsonb, jsonb, boolean, integer) IS
+'Restore-or-create a platform connection in one call; returns one row: outcome and the row as stored.
+- A live row for (p_org_id, p_platform, p_account_id) is updated: outcome ''updated''.
+- Else the most recently soft-deleted row of that key is undeleted and updated, keeping its
+  connection_id and created_at: outcome ''restored''.
+- Else a row is created: outcome ''created''.
+A NULL argument keeps the stored value; p_status defaults to ''active'' so a reconnect re-activates;
+updated_at moves on every call. Safe under concurrency: calls for one key are serialised by
+cmis.lock_platform_connection_key (held to the end of the transaction); writes by SQL that does not
+take that lock never make this function fail.
+Errors, nothing written: 22004 NULL org/platform/account; 22023 blank values, a platform that is not a
+lower-case slug, a status outside pending/active/warning/expired/revoked/error, a sync frequency <= 0;
+22001 a platform over 50, an account id or name over 255 characters; 23503 an org not in cmis.orgs.
+Example: SELECT outcome, connection_id FROM cmis.upsert_platform_connection(
+  p_org_id => ''…'', p_platform => ''meta'', p_account_id => ''act_42'', p_access_token => ''…'');';
