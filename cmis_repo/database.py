@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -20,11 +21,11 @@ class DatabaseUnreachable(Exception):
 
 
 def conninfo_from_env(database_url: str | None = None) -> str:
-    """The libpq conninfo for ``database_url``, else ``$DATABASE_URL``, else ``""`` (libpq defaults)."""
+    """The libpq conninfo for ``database_url``, else ``$DATABASE_URL``, else libpq defaults."""
     url = database_url if database_url is not None else os.environ.get("DATABASE_URL", "")
     for scheme in _YOYO_SCHEMES:
         if url.startswith(scheme):
-            return "postgresql://" + url[len(scheme):]
+            return "postgresql://" + url[len(scheme) :]
     return url
 
 
@@ -34,7 +35,7 @@ def describe(conninfo: str) -> str:
         return "the local server (libpq defaults: PGHOST, PGPORT, PGUSER, PGDATABASE)"
     params = psycopg.conninfo.conninfo_to_dict(conninfo)
     if "password" in params:
-        params["password"] = "***"
+        params["password"] = "***"  # noqa: S105 - masking, not a password
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
 
 
@@ -43,7 +44,7 @@ def connect(conninfo: str, **kwargs: object) -> psycopg.Connection[tuple[object,
     try:
         return psycopg.connect(conninfo, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        reason = " ".join(str(error).split()) or type(error).__name__
         raise DatabaseUnreachable(
             f"cannot connect to PostgreSQL at {describe(conninfo)}: {reason}\n"
             "Start the server (for example: pg_ctlcluster 15 main start), or point DATABASE_URL "
@@ -62,7 +63,7 @@ class ConnectionTarget:
     dbname: str
 
     @classmethod
-    def of(cls, conn: psycopg.Connection[object]) -> ConnectionTarget:
+    def of(cls, conn: psycopg.Connection[Any]) -> ConnectionTarget:
         info = conn.info
         return cls(info.user, info.password or None, info.host, info.port, info.dbname)
 

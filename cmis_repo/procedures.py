@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -48,17 +48,17 @@ def function_names(directory: Path | None = None) -> list[str]:
     return names
 
 
-def install_procedures(conn: psycopg.Connection[object], directory: Path | None = None) -> list[str]:
+def install_procedures(conn: psycopg.Connection[Any], directory: Path | None = None) -> list[str]:
     """Run every procedure file; return the names of the files run."""
     ran = []
     for path in procedure_files(directory):
         # Our own files, shipped with the package: trusted SQL, not input.
-        conn.execute(cast(LiteralString, path.read_text("utf-8")))
+        conn.execute(path.read_text("utf-8"))
         ran.append(path.name)
     return ran
 
 
-def drop_procedures(conn: psycopg.Connection[object], directory: Path | None = None) -> list[str]:
+def drop_procedures(conn: psycopg.Connection[Any], directory: Path | None = None) -> list[str]:
     """Drop every overload of every function the procedure files define; return their signatures."""
     names = function_names(directory)
     signatures = [
@@ -67,5 +67,5 @@ def drop_procedures(conn: psycopg.Connection[object], directory: Path | None = N
     ]
     for signature in signatures:
         # A regprocedure rendering from pg_proc: already quoted and schema-qualified.
-        conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(cast(LiteralString, signature))))
+        conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(signature)))
     return signatures

@@ -61,3 +61,8 @@ SELECT p.oid::regprocedure::text AS signature, pg_get_functiondef(p.oid) AS defi
   FROM pg_proc AS p
  WHERE p.pronamespace = 'cmis'::regnamespace
  ORDER BY 1;
+
+-- name: ensure_demo_org
+INSERT INTO cmis.orgs (org_id, name)
+VALUES (%(org_id)s::uuid, 'cmis-repo demo')
+ON CONFLICT (org_id) DO NOTHING;

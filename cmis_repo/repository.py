@@ -102,7 +102,11 @@ class PlatformConnectionRepository:
         (result,) = self._fetch("upsert", params, upsert_result_row)
         logger.debug(
             "upsert %s %s/%s: %s %s",
-            org_id, platform, account_id, result.outcome, result.connection.connection_id,
+            org_id,
+            platform,
+            account_id,
+            result.outcome,
+            result.connection.connection_id,
         )
         return result
 

@@ -37,8 +37,9 @@ PG_USER = os.environ.get("PGUSER", "postgres")
 
 def _server_answers() -> bool:
     try:
-        psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres",
-                        connect_timeout=3).close()
+        psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=3
+        ).close()
     except psycopg.OperationalError:
         return False
     return True
@@ -50,8 +51,9 @@ def _pg_ctl() -> str:
         return explicit
     pg_config = shutil.which("pg_config")
     if pg_config:
-        bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                check=True).stdout.strip()
+        bindir = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         if Path(bindir, "pg_ctl").exists():
             return str(Path(bindir, "pg_ctl"))
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
@@ -66,21 +68,31 @@ def _pg_ctl() -> str:
 MODE = os.environ.get("CMIS_TEST_POSTGRES") or ("noproc" if _server_answers() else "proc")
 
 
-def load_schema(host: str, port: int, user: str, dbname: str, password: str | None,
-                **_: Any) -> None:
+def load_schema(
+    host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
+) -> None:
     """Build the template database exactly as users do: the migrate command."""
-    migrate(make_conninfo(host=host, port=port, user=user, dbname=dbname,
-                          password=password or None))
+    migrate(
+        make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password or None)
+    )
 
 
+pg_server: Callable[..., Any]
 if MODE == "proc":
     pg_server = factories.postgresql_proc(
-        executable=_pg_ctl(), port=None, user="postgres", dbname="cmis_tests",
+        executable=_pg_ctl(),
+        port=None,
+        user="postgres",
+        dbname="cmis_tests",
         load=[load_schema],
     )
 else:
     pg_server = factories.postgresql_noproc(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="cmis_tests", load=[load_schema],
+        host=PG_HOST,
+        port=PG_PORT,
+        user=PG_USER,
+        dbname="cmis_tests",
+        load=[load_schema],
     )
 
 #: A connection (in a transaction, not autocommit) to a per-test clone of the migrated template.
@@ -91,8 +103,13 @@ db = factories.postgresql("pg_server")
 def conninfo(db: psycopg.Connection[Any]) -> str:
     """Conninfo of the per-test database, for more connections to it."""
     info = db.info
-    return make_conninfo(host=info.host, port=info.port, user=info.user, dbname=info.dbname,
-                         password=info.password or None)
+    return make_conninfo(
+        host=info.host,
+        port=info.port,
+        user=info.user,
+        dbname=info.dbname,
+        password=info.password or None,
+    )
 
 
 @pytest.fixture
@@ -113,8 +130,12 @@ def connect(conninfo: str) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
 @pytest.fixture
 def server(pg_server: Any) -> dict[str, Any]:
     """host, port, user and password of the test server."""
-    return {"host": pg_server.host, "port": pg_server.port, "user": pg_server.user,
-            "password": pg_server.password or None}
+    return {
+        "host": pg_server.host,
+        "port": pg_server.port,
+        "user": pg_server.user,
+        "password": pg_server.password or None,
+    }
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
-    v_platform text;
-    v_account_id text;
+    v_platform varchar;
+    v_account_id varchar;
     v_now timestamptz := clock_timestamp();
 BEGIN
     IF p_org_id IS NULL OR p_connection_id IS NULL THEN

@@ -1,0 +1,48 @@
+# make run   - migrate the default database, then play the reconnect story
+# make test  - the whole test suite (real PostgreSQL)
+# make lint  - ruff, ruff format --check, mypy --strict, plpgsql_check
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The test and check tools connect as a superuser: they create databases and
+# extensions (pgTAP, plpgsql_check).
+TEST_PGUSER ?= postgres
+
+.PHONY: run migrate demo test lint plpgsql-check bench system-deps clean
+
+run: $(STAMP)
+	$(BIN)/cmis-repo run
+
+migrate: $(STAMP)
+	$(BIN)/cmis-repo migrate
+
+demo: $(STAMP)
+	$(BIN)/cmis-repo demo
+
+test: $(STAMP) system-deps
+	PGUSER=$${PGUSER:-$(TEST_PGUSER)} $(BIN)/pytest
+
+lint: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict
+	$(MAKE) plpgsql-check
+
+plpgsql-check: $(STAMP) system-deps
+	PGUSER=$${PGUSER:-$(TEST_PGUSER)} VENV=$(VENV) scripts/plpgsql-check.sh
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.upsert
+
+system-deps:
+	scripts/install-system-deps.sh
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
