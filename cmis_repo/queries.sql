@@ -46,7 +46,7 @@ SELECT *
 -- name: purge
 DELETE FROM cmis.platform_connections
  WHERE org_id = %(org_id)s::uuid
-   AND deleted_at < now() - %(older_than)s::interval;
+   AND deleted_at < clock_timestamp() - %(older_than)s::interval;
 
 -- name: procedure_overloads
 SELECT p.oid::regprocedure::text AS signature
