@@ -66,6 +66,8 @@ def _pg_ctl() -> str:
 
 
 MODE = os.environ.get("CMIS_TEST_POSTGRES") or ("noproc" if _server_answers() else "proc")
+# Per run, so that two test runs against one server do not drop each other's databases.
+DBNAME = f"cmis_tests_{os.getpid()}"
 
 
 def load_schema(
@@ -83,7 +85,7 @@ if MODE == "proc":
         executable=_pg_ctl(),
         port=None,
         user="postgres",
-        dbname="cmis_tests",
+        dbname=DBNAME,
         load=[load_schema],
     )
 else:
@@ -91,7 +93,7 @@ else:
         host=PG_HOST,
         port=PG_PORT,
         user=PG_USER,
-        dbname="cmis_tests",
+        dbname=DBNAME,
         load=[load_schema],
     )
 

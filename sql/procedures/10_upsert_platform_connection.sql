@@ -60,7 +60,8 @@ BEGIN
         RAISE EXCEPTION 'p_platform must not be NULL'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass a lower-case slug such as ''meta'' or ''google''.';
     END IF;
-    IF btrim(p_platform) = '' THEN
+    -- Blank: empty or white space only (btrim alone strips only spaces).
+    IF p_platform !~ '[^[:space:]]' THEN
         RAISE EXCEPTION 'p_platform must not be blank'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a lower-case slug such as ''meta'' or ''google''.';
     END IF;
@@ -77,9 +78,14 @@ BEGIN
         RAISE EXCEPTION 'p_account_id must not be NULL'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the account''s id on the ad platform.';
     END IF;
-    IF btrim(p_account_id) = '' THEN
+    IF p_account_id !~ '[^[:space:]]' THEN
         RAISE EXCEPTION 'p_account_id must not be blank'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the account''s id on the ad platform.';
+    END IF;
+    -- ' act_1' and 'act_1' would be two keys for one account.
+    IF p_account_id ~ '^[[:space:]]|[[:space:]]$' THEN
+        RAISE EXCEPTION 'p_account_id must not start or end with white space, got %', quote_literal(left(p_account_id, 60))
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Trim the account id before passing it.';
     END IF;
     IF char_length(p_account_id) > 255 THEN
         RAISE EXCEPTION 'p_account_id is % characters long; at most 255 fit', char_length(p_account_id)
@@ -205,8 +211,8 @@ A NULL argument keeps the stored value; p_status defaults to ''active'' so a rec
 updated_at moves on every call. Safe under concurrency: calls for one key are serialised by
 cmis.lock_platform_connection_key (held to the end of the transaction); writes by SQL that does not
 take that lock never make this function fail.
-Errors, nothing written: 22004 NULL org/platform/account; 22023 blank values, a platform that is not a
-lower-case slug, a status outside pending/active/warning/expired/revoked/error, a sync frequency <= 0;
+Errors, nothing written: 22004 NULL org/platform/account; 22023 blank values, an account id with
+leading or trailing white space, a platform that is not a lower-case slug, a status outside pending/active/warning/expired/revoked/error, a sync frequency <= 0;
 22001 a platform over 50, an account id or name over 255 characters; 23503 an org not in cmis.orgs.
 Example: SELECT outcome, connection_id FROM cmis.upsert_platform_connection(
   p_org_id => ''…'', p_platform => ''meta'', p_account_id => ''act_42'', p_access_token => ''…'');';
