@@ -1,30 +1,29 @@
--- Create cmis.orgs and cmis.platform_connections where they are absent.
+-- Create schema cmis, cmis.orgs and cmis.platform_connections where they are
+-- absent.
 --
--- On a database the Laravel app already owns, both tables exist and this
--- migration only records that it created nothing; 0002 then brings the
--- existing table to the target shape. What it does create is recorded in
--- cmis.cmis_repo_undo so that its rollback drops exactly that and no more.
-
-CREATE SCHEMA IF NOT EXISTS cmis;
-
--- One row per change a migration made, with the statement that undoes it.
--- Rollbacks replay their migration's rows newest first.
-CREATE TABLE IF NOT EXISTS cmis.cmis_repo_undo (
-    undo_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    migration text NOT NULL,
-    undo_sql text NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now()
-);
+-- On a database the Laravel app already owns, all three exist and this
+-- migration changes nothing; 0002 then brings the existing table to the
+-- target shape. What it does create is recorded in cmis.cmis_repo_undo, made
+-- only when there is something to record, so that its rollback drops exactly
+-- that and no more.
 
 DO $migration$
+DECLARE
+    c_migration constant text := '0001_create_schema';
+    v_created text[] := '{}';
+    v_undo_sql text;
 BEGIN
+    IF to_regnamespace('cmis') IS NULL THEN
+        CREATE SCHEMA cmis;
+        v_created := v_created || 'DROP SCHEMA cmis'::text;
+    END IF;
+
     IF to_regclass('cmis.orgs') IS NULL THEN
         CREATE TABLE cmis.orgs (
             org_id uuid PRIMARY KEY,
             name text
         );
-        INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES
-            ('0001_create_schema', 'DROP TABLE cmis.orgs');
+        v_created := v_created || 'DROP TABLE cmis.orgs'::text;
     END IF;
 
     IF to_regclass('cmis.platform_connections') IS NULL THEN
@@ -49,8 +48,22 @@ BEGIN
             updated_at timestamptz NOT NULL DEFAULT now(),
             deleted_at timestamptz
         );
-        INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES
-            ('0001_create_schema', 'DROP TABLE cmis.platform_connections');
+        v_created := v_created || 'DROP TABLE cmis.platform_connections'::text;
+    END IF;
+
+    IF cardinality(v_created) > 0 THEN
+        -- One row per change a migration made, with the statement that undoes
+        -- it; rollbacks replay their migration's rows newest first. 0002
+        -- makes the same table when this migration had nothing to record.
+        CREATE TABLE IF NOT EXISTS cmis.cmis_repo_undo (
+            undo_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            migration text NOT NULL,
+            undo_sql text NOT NULL,
+            recorded_at timestamptz NOT NULL DEFAULT now()
+        );
+        FOREACH v_undo_sql IN ARRAY v_created LOOP
+            INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES (c_migration, v_undo_sql);
+        END LOOP;
     END IF;
 END
 $migration$;

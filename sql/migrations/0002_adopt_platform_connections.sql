@@ -4,21 +4,25 @@
 -- left it in, to the target shape:
 --   * every row is checked first; a row that cannot fit (a status outside the
 --     list, a NULL where the target says NOT NULL, an account id too long, an
---     org missing from cmis.orgs, two live rows for one key) stops the
---     migration with a message naming it, and nothing is changed;
+--     org missing from cmis.orgs, two live rows for one key - every row is
+--     live when there is no deleted_at yet) stops the migration with a
+--     message naming it, and nothing is changed;
 --   * missing columns are added, column types, defaults and NOT NULLs set
 --     (`timestamp` values are read as UTC);
 --   * the status and sync-frequency CHECKs and the ON DELETE CASCADE foreign
 --     key are (re)made;
 --   * the full unique constraint or index on (org_id, platform, account_id)
 --     becomes the partial unique index idx_platform_connections_unique
---     WHERE deleted_at IS NULL, and idx_platform_connections_lookup, over
---     every row, makes look-ups of deleted rows and of one org index scans;
+--     WHERE deleted_at IS NULL (a hand-made one under another name is
+--     renamed to it, a second copy dropped), and
+--     idx_platform_connections_lookup, over every row, makes look-ups of
+--     deleted rows and of one org index scans;
 --   * row-level security, FORCE and every policy stay as they were (policies
 --     are dropped and re-created around column type changes, which
 --     PostgreSQL requires).
--- Each change records the statement that undoes it in cmis.cmis_repo_undo;
--- the rollback replays them newest first.
+-- Each change records the statement that undoes it in cmis.cmis_repo_undo
+-- (made here when 0001 had nothing to record); the rollback replays them
+-- newest first.
 
 DO $migration$
 DECLARE
@@ -30,13 +34,12 @@ DECLARE
     v_idx record;
     v_pol record;
     v_check record;
-    v_current record;
     v_ids text;
     v_count bigint;
     v_problems text[] := '{}';
     v_policies text[] := '{}';
-    v_sql text;
-    v_undo text;
+    v_policy_names text[] := '{}';
+    v_has_deleted_at boolean;
     v_key_attnums int2[];
 BEGIN
     -- Every row must be checked, whatever the policies would let this role see.
@@ -45,6 +48,9 @@ BEGIN
     ------------------------------------------------------------------------
     -- 1. Check every row before changing anything.
     ------------------------------------------------------------------------
+    -- Without a deleted_at column yet, every row is live.
+    v_has_deleted_at := EXISTS (
+        SELECT FROM pg_attribute WHERE attrelid = c_table AND attname = 'deleted_at' AND NOT attisdropped);
     FOR v_check IN
         SELECT * FROM (VALUES
             ('org_id', 'org_id IS NULL', 'org_id is NULL'),
@@ -62,10 +68,12 @@ BEGIN
                 'sync_frequency_minutes is NULL or not positive'),
             ('created_at', 'created_at IS NULL', 'created_at is NULL'),
             ('updated_at', 'updated_at IS NULL', 'updated_at is NULL'),
-            ('deleted_at',
-                'deleted_at IS NULL AND EXISTS (SELECT FROM cmis.platform_connections o'
+            ('account_id',
+                CASE WHEN v_has_deleted_at THEN 'deleted_at IS NULL AND ' ELSE '' END
+                || 'EXISTS (SELECT FROM cmis.platform_connections o'
                 || ' WHERE o.org_id = c.org_id AND o.platform = c.platform AND o.account_id = c.account_id'
-                || ' AND o.deleted_at IS NULL AND o.connection_id <> c.connection_id)',
+                || CASE WHEN v_has_deleted_at THEN ' AND o.deleted_at IS NULL' ELSE '' END
+                || ' AND o.connection_id <> c.connection_id)',
                 'another live row has the same (org_id, platform, account_id)')
         ) AS checks (column_name, condition, problem)
     LOOP
@@ -93,6 +101,14 @@ BEGIN
     ------------------------------------------------------------------------
     -- 2. Columns: add the missing ones, then set types, defaults, NOT NULLs.
     ------------------------------------------------------------------------
+    -- The same bookkeeping table as 0001's.
+    CREATE TABLE IF NOT EXISTS cmis.cmis_repo_undo (
+        undo_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        migration text NOT NULL,
+        undo_sql text NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now()
+    );
+
     CREATE TEMP TABLE cmis_repo_target_columns (
         position int, column_name name, column_type text, column_default text, not_null boolean
     ) ON COMMIT DROP;
@@ -152,6 +168,7 @@ BEGIN
              WHERE p.schemaname = 'cmis' AND p.tablename = 'platform_connections'
         LOOP
             v_policies := v_policies || v_pol.create_sql;
+            v_policy_names := v_policy_names || v_pol.policyname::text;
             EXECUTE format('DROP POLICY %I ON cmis.platform_connections', v_pol.policyname);
             INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES (c_migration, v_pol.create_sql);
         END LOOP;
@@ -206,8 +223,7 @@ BEGIN
     FOR i IN 1 .. cardinality(v_policies) LOOP
         EXECUTE v_policies[i];
         INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES (c_migration, format(
-            'DROP POLICY %I ON cmis.platform_connections',
-            substring(v_policies[i] FROM '^CREATE POLICY ("(?:[^"]|"")+"|\S+) ')));
+            'DROP POLICY %I ON cmis.platform_connections', v_policy_names[i]));
     END LOOP;
 
     ------------------------------------------------------------------------
@@ -269,7 +285,7 @@ BEGIN
       JOIN pg_attribute a ON a.attrelid = c_table AND a.attname = k.name;
 
     FOR v_idx IN
-        SELECT i.indexrelid::regclass AS index_name, ic.relname AS bare_name,
+        SELECT ic.relname AS bare_name,
                pg_get_indexdef(i.indexrelid) AS def,
                pg_get_expr(i.indpred, i.indrelid) AS predicate,
                con.conname
@@ -279,6 +295,9 @@ BEGIN
                                       AND con.contype = 'u'
          WHERE i.indrelid = c_table AND i.indisunique AND NOT i.indisprimary
            AND i.indkey::text = array_to_string(v_key_attnums, ' ') AND i.indexprs IS NULL
+         -- Full ones first: one of them may hold our name, which a partial
+         -- one takes over once it is gone.
+         ORDER BY i.indpred IS NOT NULL, ic.relname = 'idx_platform_connections_unique' DESC, ic.relname
     LOOP
         IF v_idx.predicate IS NULL THEN
             -- The full unique constraint or index that made reconnects fail.
@@ -287,17 +306,29 @@ BEGIN
                 INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES (c_migration, format(
                     'ALTER TABLE cmis.platform_connections ADD CONSTRAINT %I UNIQUE USING INDEX %I',
                     v_idx.conname, v_idx.bare_name));
+            ELSE
+                EXECUTE format('DROP INDEX cmis.%I', v_idx.bare_name);
             END IF;
-            EXECUTE format('DROP INDEX %s', v_idx.index_name);
+            -- Dropping the constraint dropped its index too; either way the
+            -- index comes back first on rollback, once the guard below has
+            -- made sure no key holds two rows (a live one and its history).
             INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES (c_migration, v_idx.def);
+            INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES (c_migration, format(
+                $guard$DO $g$ DECLARE v_ids text; BEGIN SELECT string_agg(connection_id::text, ', ' ORDER BY connection_id) INTO v_ids FROM (SELECT c.connection_id FROM cmis.platform_connections c WHERE EXISTS (SELECT FROM cmis.platform_connections o WHERE o.org_id = c.org_id AND o.platform = c.platform AND o.account_id = c.account_id AND o.connection_id <> c.connection_id) ORDER BY c.connection_id LIMIT 10) AS shared; IF v_ids IS NOT NULL THEN RAISE EXCEPTION 'refusing to re-create %1$s: rows share one (org_id, platform, account_id) (connection_id %%)', v_ids USING ERRCODE = 'unique_violation', HINT = 'The original shape allowed one row per key, soft-deleted or not; purge the soft-deleted rows of those keys first.'; END IF; END $g$$guard$,
+                -- The name goes into a string literal and a RAISE format.
+                replace(replace(coalesce(v_idx.conname, v_idx.bare_name), '''', ''''''), '%', '%%')));
         ELSIF v_idx.predicate = '(deleted_at IS NULL)' THEN
             -- The hand-written fix already ran; keep its index under our name.
             IF v_idx.bare_name = 'idx_platform_connections_unique' THEN
                 CONTINUE;
             ELSIF to_regclass('cmis.idx_platform_connections_unique') IS NULL THEN
-                EXECUTE format('ALTER INDEX %s RENAME TO idx_platform_connections_unique', v_idx.index_name);
+                EXECUTE format('ALTER INDEX cmis.%I RENAME TO idx_platform_connections_unique', v_idx.bare_name);
                 INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES (c_migration, format(
                     'ALTER INDEX cmis.idx_platform_connections_unique RENAME TO %I', v_idx.bare_name));
+            ELSE
+                -- A second copy of ours: it only slows writes down.
+                EXECUTE format('DROP INDEX cmis.%I', v_idx.bare_name);
+                INSERT INTO cmis.cmis_repo_undo (migration, undo_sql) VALUES (c_migration, v_idx.def);
             END IF;
         END IF;
     END LOOP;
