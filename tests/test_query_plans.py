@@ -218,16 +218,17 @@ FUNCTION_STATEMENTS = {
            AND d.account_id = %(account_id)s::text AND d.deleted_at IS NOT NULL
          ORDER BY d.deleted_at DESC
          LIMIT 1""",
-    "upsert: undelete the newest deleted row of the key": """
+    "upsert: newest deleted row of the key nobody else is changing": """
+        SELECT d.connection_id FROM cmis.platform_connections AS d
+         WHERE d.org_id = %(org_id)s::uuid AND d.platform = %(platform)s::text
+           AND d.account_id = %(account_id)s::text AND d.deleted_at IS NOT NULL
+         ORDER BY d.deleted_at DESC
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED""",
+    "upsert: undelete the chosen row": """
         UPDATE cmis.platform_connections AS c
            SET deleted_at = NULL
-         WHERE c.connection_id = (
-                   SELECT d.connection_id FROM cmis.platform_connections AS d
-                    WHERE d.org_id = %(org_id)s::uuid AND d.platform = %(platform)s::text
-                      AND d.account_id = %(account_id)s::text AND d.deleted_at IS NOT NULL
-                    ORDER BY d.deleted_at DESC
-                    LIMIT 1)
-           AND c.deleted_at IS NOT NULL
+         WHERE c.connection_id = %(connection_id)s::uuid AND c.deleted_at IS NOT NULL
         RETURNING c.connection_id""",
     "upsert: insert or update on conflict": """
         INSERT INTO cmis.platform_connections AS c (org_id, platform, account_id, access_token)
@@ -415,7 +416,8 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
     # Each kind of statement inside the functions was captured, at least seven times.
     kinds = {
         "upsert update": r"UPDATE cmis\.platform_connections AS c\s+SET account_name",
-        "upsert undelete": r"SET deleted_at = NULL\s+WHERE c\.connection_id = \(",
+        "upsert newest deleted row": r"LIMIT 1\s+FOR UPDATE SKIP LOCKED",
+        "upsert undelete": r"SET deleted_at = NULL\s+WHERE c\.connection_id = v_candidate_id",
         "upsert insert": r"INSERT INTO cmis\.platform_connections",
         "soft_delete/restore select": r"SELECT c\.platform, c\.account_id\s+FROM",
         "soft_delete update": r"SET deleted_at = v_now",

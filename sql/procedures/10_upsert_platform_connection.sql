@@ -45,8 +45,9 @@ DECLARE
     -- Passes through the loop below; only SQL that does not take our key lock
     -- (the app's own) can make a pass fail, and the last pass cannot fail.
     c_max_attempts constant int := 3;
-    v_now timestamptz := clock_timestamp();
+    v_now timestamptz;
     v_row cmis.platform_connections;
+    v_candidate_id uuid;
     v_restored_id uuid;
     v_new_id uuid;
     v_outcome text;
@@ -111,6 +112,8 @@ BEGIN
     -- Every cmis-repo write to this key waits here until the others commit,
     -- so the steps below see a key nobody else of ours is changing.
     PERFORM cmis.lock_platform_connection_key(p_org_id, p_platform, p_account_id);
+    -- Stamped after the lock, so that time follows the order of our writes to the key.
+    v_now := clock_timestamp();
 
     FOR v_attempt IN 1 .. c_max_attempts LOOP
         -- Fast path: a live row is updated in place.
@@ -142,22 +145,40 @@ BEGIN
         -- Undelete the most recently deleted row of the key, if any.
         v_restored_id := NULL;
         IF v_attempt < c_max_attempts THEN
-            BEGIN
-                UPDATE cmis.platform_connections AS c
-                   SET deleted_at = NULL
-                 WHERE c.connection_id = (
-                           SELECT d.connection_id FROM cmis.platform_connections AS d
-                            WHERE d.org_id = p_org_id AND d.platform = p_platform
-                              AND d.account_id = p_account_id AND d.deleted_at IS NOT NULL
-                            ORDER BY d.deleted_at DESC
-                            LIMIT 1)
-                   AND c.deleted_at IS NOT NULL
-                RETURNING c.connection_id INTO v_restored_id;
-            EXCEPTION WHEN unique_violation THEN
-                -- SQL that does not take our lock made a live row for the key
-                -- since the fast path looked: go round and update that one.
-                CONTINUE;
-            END;
+            -- Rows another transaction is changing right now are passed over
+            -- first: if this transaction already holds a row of the key (it
+            -- soft-deleted one earlier), waiting for the app's restore of
+            -- another row, which itself waits for us, would be a deadlock.
+            -- Rows this transaction locked itself are never skipped.
+            SELECT d.connection_id INTO v_candidate_id
+              FROM cmis.platform_connections AS d
+             WHERE d.org_id = p_org_id AND d.platform = p_platform
+               AND d.account_id = p_account_id AND d.deleted_at IS NOT NULL
+             ORDER BY d.deleted_at DESC
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                -- Only rows being changed by others, or none: wait for them
+                -- below (holding nothing of the key, we are in no cycle).
+                SELECT d.connection_id INTO v_candidate_id
+                  FROM cmis.platform_connections AS d
+                 WHERE d.org_id = p_org_id AND d.platform = p_platform
+                   AND d.account_id = p_account_id AND d.deleted_at IS NOT NULL
+                 ORDER BY d.deleted_at DESC
+                 LIMIT 1;
+            END IF;
+            IF v_candidate_id IS NOT NULL THEN
+                BEGIN
+                    UPDATE cmis.platform_connections AS c
+                       SET deleted_at = NULL
+                     WHERE c.connection_id = v_candidate_id AND c.deleted_at IS NOT NULL
+                    RETURNING c.connection_id INTO v_restored_id;
+                EXCEPTION WHEN unique_violation THEN
+                    -- SQL that does not take our lock made a live row for the
+                    -- key since the fast path looked: go round and update it.
+                    CONTINUE;
+                END;
+            END IF;
         END IF;
 
         -- Create, or fill in the row just restored (or one that appeared).

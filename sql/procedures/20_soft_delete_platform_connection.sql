@@ -11,7 +11,7 @@ AS $function$
 DECLARE
     v_platform varchar;
     v_account_id varchar;
-    v_now timestamptz := clock_timestamp();
+    v_now timestamptz;
 BEGIN
     IF p_org_id IS NULL OR p_connection_id IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN p_org_id IS NULL THEN 'p_org_id' ELSE 'p_connection_id' END
@@ -28,6 +28,9 @@ BEGIN
     -- Same lock as upsert_platform_connection: a reconnect and a disconnect of
     -- one key never interleave.
     PERFORM cmis.lock_platform_connection_key(p_org_id, v_platform, v_account_id);
+    -- Stamped after the lock: a call that waited must not look older than the
+    -- deletions made while it waited ("most recently deleted" follows our order).
+    v_now := clock_timestamp();
 
     RETURN QUERY
         UPDATE cmis.platform_connections AS c
