@@ -48,6 +48,7 @@ DECLARE
     v_now timestamptz;
     v_row cmis.platform_connections;
     v_candidate_id uuid;
+    v_unlocked_id uuid;
     v_restored_id uuid;
     v_new_id uuid;
     v_outcome text;
@@ -136,36 +137,31 @@ BEGIN
             EXIT;
         END IF;
 
-        IF v_attempt = 1 AND NOT EXISTS (SELECT FROM cmis.orgs AS o WHERE o.org_id = p_org_id) THEN
-            RAISE EXCEPTION 'unknown organisation: p_org_id % is not in cmis.orgs', p_org_id
-                USING ERRCODE = 'foreign_key_violation',
-                      HINT = 'Create the organisation first, or pass the org_id of an existing one.';
-        END IF;
-
         -- Undelete the most recently deleted row of the key, if any.
         v_restored_id := NULL;
         IF v_attempt < c_max_attempts THEN
-            -- Rows another transaction is changing right now are passed over
-            -- first: if this transaction already holds a row of the key (it
-            -- soft-deleted one earlier), waiting for the app's restore of
-            -- another row, which itself waits for us, would be a deadlock.
-            -- Rows this transaction locked itself are never skipped.
             SELECT d.connection_id INTO v_candidate_id
               FROM cmis.platform_connections AS d
              WHERE d.org_id = p_org_id AND d.platform = p_platform
                AND d.account_id = p_account_id AND d.deleted_at IS NOT NULL
              ORDER BY d.deleted_at DESC
-             LIMIT 1
-               FOR UPDATE SKIP LOCKED;
-            IF NOT FOUND THEN
-                -- Only rows being changed by others, or none: wait for them
-                -- below (holding nothing of the key, we are in no cycle).
-                SELECT d.connection_id INTO v_candidate_id
+             LIMIT 1;
+            IF FOUND THEN
+                -- Prefer the newest deleted row nobody else is changing right
+                -- now. If this transaction already holds a row of the key (it
+                -- soft-deleted one earlier), waiting for the app's restore of
+                -- another row, which itself waits for us, would deadlock. Rows
+                -- this transaction locked itself are never skipped; if every
+                -- row is being changed by others, wait below for the newest
+                -- (holding nothing of the key then, we are in no cycle).
+                SELECT d.connection_id INTO v_unlocked_id
                   FROM cmis.platform_connections AS d
                  WHERE d.org_id = p_org_id AND d.platform = p_platform
                    AND d.account_id = p_account_id AND d.deleted_at IS NOT NULL
                  ORDER BY d.deleted_at DESC
-                 LIMIT 1;
+                 LIMIT 1
+                   FOR UPDATE SKIP LOCKED;
+                v_candidate_id := COALESCE(v_unlocked_id, v_candidate_id);
             END IF;
             IF v_candidate_id IS NOT NULL THEN
                 BEGIN
@@ -179,6 +175,16 @@ BEGIN
                     CONTINUE;
                 END;
             END IF;
+        END IF;
+
+        -- Only a row about to be created can name an unknown org (the
+        -- foreign key vouches for the others): say so plainly, not as the
+        -- foreign key's generic message.
+        IF v_restored_id IS NULL
+           AND NOT EXISTS (SELECT FROM cmis.orgs AS o WHERE o.org_id = p_org_id) THEN
+            RAISE EXCEPTION 'unknown organisation: p_org_id % is not in cmis.orgs', p_org_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Create the organisation first, or pass the org_id of an existing one.';
         END IF;
 
         -- Create, or fill in the row just restored (or one that appeared).
