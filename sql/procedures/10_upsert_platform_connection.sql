@@ -232,7 +232,8 @@ COMMENT ON FUNCTION cmis.upsert_platform_connection(
 'Restore-or-create a platform connection in one call; returns one row: outcome and the row as stored.
 - A live row for (p_org_id, p_platform, p_account_id) is updated: outcome ''updated''.
 - Else the most recently soft-deleted row of that key is undeleted and updated, keeping its
-  connection_id and created_at: outcome ''restored''.
+  connection_id and created_at: outcome ''restored''. (A row another transaction is changing at
+  that moment is passed over for the next newest, if there is one.)
 - Else a row is created: outcome ''created''.
 A NULL argument keeps the stored value; p_status defaults to ''active'' so a reconnect re-activates;
 updated_at moves on every call. Safe under concurrency: calls for one key are serialised by
