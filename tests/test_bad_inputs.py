@@ -25,6 +25,7 @@ from cmis_repo import (
     RepositoryError,
     UnknownOrganisationError,
 )
+from cmis_repo.queries import query
 
 #: The key of the live row every bad call aims at unless it changes a key part.
 LIVE_ACCOUNT = "act_live"
@@ -34,18 +35,10 @@ DELETED_ACCOUNT = "act_deleted"
 #: Stands for "an org_id that is not in cmis.orgs" in the table below.
 UNKNOWN_ORG = object()
 
-UPSERT_SQL = """
-SELECT *
-  FROM cmis.upsert_platform_connection(
-        p_org_id => %(org_id)s::uuid,
-        p_platform => %(platform)s::text,
-        p_account_id => %(account_id)s::text,
-        p_account_name => %(account_name)s::text,
-        p_status => %(status)s::text,
-        p_access_token => %(access_token)s::text,
-        p_refresh_token => %(refresh_token)s::text,
-        p_sync_frequency_minutes => %(sync_frequency_minutes)s::integer)
-"""
+#: The repository's own statement (cmis_repo/queries.sql), run directly.
+UPSERT_SQL = query("upsert")
+#: Arguments the table below never sets.
+UNSET = {"token_expires_at": None, "scopes": None, "account_metadata": None, "auto_sync": None}
 
 SNAPSHOT_SQL = "SELECT * FROM cmis.platform_connections ORDER BY connection_id"
 
@@ -180,7 +173,7 @@ def test_bad_input_through_sql(db, org_id, existing, secrets, changes, sqlstate,
     db.commit()
 
     with pytest.raises(psycopg.Error) as caught:
-        db.execute(UPSERT_SQL, {**call.__dict__, **secrets})
+        db.execute(UPSERT_SQL, {**UNSET, **call.__dict__, **secrets})
     db.rollback()
     error = caught.value
 
@@ -243,7 +236,7 @@ def test_bad_input_through_repository(db, org_id, existing, secrets, changes, sq
 def test_edge_values_that_fit_through_sql(db, org_id, existing, changes, outcome):
     call = _call(org_id, changes)
     row = db.execute(
-        UPSERT_SQL, {**call.__dict__, "access_token": None, "refresh_token": None}
+        UPSERT_SQL, {**UNSET, **call.__dict__, "access_token": None, "refresh_token": None}
     ).fetchone()
     assert row is not None
     assert row[0] == outcome
