@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # extensions (pgTAP, plpgsql_check).
 TEST_PGUSER ?= postgres
 
-.PHONY: run migrate demo test lint plpgsql-check bench system-deps clean
+.PHONY: run migrate demo test test-proc lint plpgsql-check bench system-deps clean
 
 run: $(STAMP)
 	$(BIN)/cmis-repo run
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	PGUSER=$${PGUSER:-$(TEST_PGUSER)} $(BIN)/pytest
+
+# The suite as a non-root user on a throw-away server started with pg_ctl.
+test-proc: $(STAMP) system-deps
+	VENV=$(VENV) scripts/test-as-non-root.sh
 
 lint: $(STAMP) system-deps
 	$(BIN)/ruff check .
