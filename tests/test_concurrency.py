@@ -729,6 +729,33 @@ def test_app_restore_while_our_upsert_restores(session, monitor, org_id, how, ex
     assert key_rows(monitor, key) == [(deleted, True)]
 
 
+def make_ours_the_deadlock_victim(app, ours) -> None:
+    """Let our session's deadlock check fire first, so a deadlock we take part in fails us."""
+    app.execute("SET deadlock_timeout = '20s'")
+    app.commit()
+    ours.execute("SET deadlock_timeout = '100ms'")
+    ours.commit()
+
+
+def reconnect_while_app_restore_waits(monitor, app, t, key, found, l_id, r_id) -> None:
+    """The app restores what it read (its unique check waiting for T), then T upserts.
+
+    T must restore L without error; the app's statement fails on its own
+    unique check; the key ends with R deleted and L live.
+    """
+    with in_background("app restore", app, lambda: app_write(app, key, found)) as app_task:
+        assert wait_until_blocked(monitor, app, t, app_task) == "transactionid"
+        with in_background("T upsert", t, lambda: upsert(t, key)) as t_upsert:
+            assert t_upsert.wait(JOIN_TIMEOUT)
+            assert t_upsert.error is None, f"our upsert failed: {t_upsert.error!r}"
+            assert t_upsert.result() == ("restored", l_id)
+            t.commit()
+        assert app_task.wait(JOIN_TIMEOUT)
+    assert isinstance(app_task.error, errors.UniqueViolation)  # the app's own failure
+    app.rollback()
+    assert sorted(key_rows(monitor, key), key=lambda r: r[1]) == [(r_id, False), (l_id, True)]
+
+
 def test_reconnect_in_one_transaction_does_not_deadlock_with_an_app_restore(
     session, monitor, org_id
 ):
@@ -750,10 +777,7 @@ def test_reconnect_in_one_transaction_does_not_deadlock_with_an_app_restore(
     outcome, r_id = app_update_or_create(monitor, key)  # the app ignores deleted rows
     assert outcome == "created"
     app, u, t = session(), session(), session()
-    app.execute("SET deadlock_timeout = '20s'")
-    app.commit()
-    t.execute("SET deadlock_timeout = '100ms'")
-    t.commit()
+    make_ours_the_deadlock_victim(app, t)
 
     # 1. The app's controller reads: R is the key's live row.
     found = app_lookup(app, key)
@@ -774,18 +798,8 @@ def test_reconnect_in_one_transaction_does_not_deadlock_with_an_app_restore(
         u.commit()
         assert t_delete.result() == l_id
     # 6. The app writes what it read: restore R. Its unique check waits for T.
-    with in_background("app restore", app, lambda: app_write(app, key, found)) as app_task:
-        assert wait_until_blocked(monitor, app, t, app_task) == "transactionid"
-        # 7. T reconnects, in the transaction that disconnected L.
-        with in_background("T upsert", t, lambda: upsert(t, key)) as t_upsert:
-            assert t_upsert.wait(JOIN_TIMEOUT)
-            assert t_upsert.error is None, f"our upsert failed: {t_upsert.error!r}"
-            assert t_upsert.result() == ("restored", l_id)
-            t.commit()
-        assert app_task.wait(JOIN_TIMEOUT)
-    assert isinstance(app_task.error, errors.UniqueViolation)  # the app's own failure
-    app.rollback()
-    assert sorted(key_rows(monitor, key), key=lambda r: r[1]) == [(r_id, False), (l_id, True)]
+    # 7. T reconnects, in the transaction that disconnected L.
+    reconnect_while_app_restore_waits(monitor, app, t, key, found, l_id, r_id)
 
 
 def test_reconnect_in_one_transaction_with_app_clock_ahead_does_not_deadlock(
@@ -805,27 +819,14 @@ def test_reconnect_in_one_transaction_with_app_clock_ahead_does_not_deadlock(
         (app_clock := datetime.now(UTC) + timedelta(minutes=1), app_clock, *key),
     )
     app, t = session(), session()
-    app.execute("SET deadlock_timeout = '20s'")
-    app.commit()
-    t.execute("SET deadlock_timeout = '100ms'")
-    t.commit()
+    make_ours_the_deadlock_victim(app, t)
 
     found = app_lookup(app, key)  # the controller reads: R, deleted
     assert found == (r_id, True)
     outcome, l_id = app_update_or_create(monitor, key)  # another request makes L live
     assert outcome == "created"
     assert soft_delete(t, org_id, l_id) == l_id  # T disconnects L, transaction open
-    with in_background("app restore", app, lambda: app_write(app, key, found)) as app_task:
-        assert wait_until_blocked(monitor, app, t, app_task) == "transactionid"
-        with in_background("T upsert", t, lambda: upsert(t, key)) as t_upsert:
-            assert t_upsert.wait(JOIN_TIMEOUT)
-            assert t_upsert.error is None, f"our upsert failed: {t_upsert.error!r}"
-            assert t_upsert.result() == ("restored", l_id)
-            t.commit()
-        assert app_task.wait(JOIN_TIMEOUT)
-    assert isinstance(app_task.error, errors.UniqueViolation)  # the app's own failure
-    app.rollback()
-    assert sorted(key_rows(monitor, key), key=lambda r: r[1]) == [(r_id, False), (l_id, True)]
+    reconnect_while_app_restore_waits(monitor, app, t, key, found, l_id, r_id)
 
 
 # --- The same races without the lock: the unlocked algorithm fails. -------
