@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cmis_repo import PlatformConnectionRepository
-from cmis_repo.database import connect, conninfo_from_env
+from cmis_repo.database import connect, conninfo_from_env, with_dbname
 from cmis_repo.migrate import migrate
 from cmis_repo.queries import parse
 
@@ -135,8 +134,7 @@ def main() -> None:
     with connect(admin, autocommit=True) as conn:
         conn.execute(SQL["drop_database"])
         conn.execute(SQL["create_database"])
-    params = {k: str(v) for k, v in conninfo_to_dict(admin).items()}
-    bench_db = make_conninfo(**{**params, "dbname": "cmis_bench"})
+    bench_db = with_dbname(admin, "cmis_bench")
     try:
         migrate(bench_db)
         run(bench_db, args.iterations, args.rounds, args.seed_rows)

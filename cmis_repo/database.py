@@ -29,6 +29,12 @@ def conninfo_from_env(database_url: str | None = None) -> str:
     return url
 
 
+def with_dbname(conninfo: str, dbname: str) -> str:
+    """The same server and credentials as ``conninfo``, another database."""
+    params = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(conninfo).items()}
+    return psycopg.conninfo.make_conninfo(**{**params, "dbname": dbname})
+
+
 def describe(conninfo: str) -> str:
     """A conninfo for messages: the password masked, libpq defaults named."""
     if not conninfo:

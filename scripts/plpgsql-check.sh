@@ -13,16 +13,9 @@ psql_admin -d postgres -c "CREATE DATABASE $db" >/dev/null 2>&1 \
     || psql_admin -c "CREATE DATABASE $db"
 trap 'psql_admin -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
 
-url=$("$venv/bin/python" - "$db" <<'PY'
-import sys
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from cmis_repo.database import conninfo_from_env
-base = conninfo_to_dict(conninfo_from_env())
-base["dbname"] = sys.argv[1]
-print(make_conninfo(**{k: str(v) for k, v in base.items()}))
-PY
-)
+url=$("$venv/bin/python" -c 'import sys
+from cmis_repo.database import conninfo_from_env, with_dbname
+print(with_dbname(conninfo_from_env(), sys.argv[1]))' "$db")
 DATABASE_URL="$url" "$venv/bin/cmis-repo" migrate >/dev/null
 findings=$(psql -X -q -v ON_ERROR_STOP=1 -At -F ' | ' "$url" -f scripts/plpgsql_check.sql)
 functions=$(psql -X -At "$url" -c "SELECT count(*) FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
