@@ -49,12 +49,20 @@ def function_names(directory: Path | None = None) -> list[str]:
 
 
 def install_procedures(conn: psycopg.Connection[Any], directory: Path | None = None) -> list[str]:
-    """Run every procedure file; return the names of the files run."""
+    """Run every procedure file; return the names of the files run.
+
+    When the role ``cmis_app`` exists (migration 0004 makes it), it is granted
+    EXECUTE on every function the files define, new ones included.
+    """
     ran = []
     for path in procedure_files(directory):
         # Our own files, shipped with the package: trusted SQL, not input.
         conn.execute(path.read_text("utf-8"))
         ran.append(path.name)
+    grants = conn.execute(query("grant_execute_to_app"), {"names": function_names(directory)})
+    for (grant_sql,) in grants.fetchall():
+        # Built by format() from pg_proc's own regprocedure rendering.
+        conn.execute(sql.SQL(grant_sql))
     return ran
 
 

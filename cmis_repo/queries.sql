@@ -1,11 +1,19 @@
 -- Statements the Python layer runs. Writes go through the PL/pgSQL functions
--- in sql/procedures/; reads and purges are plain SQL. Arguments are named and
+-- in sql/procedures/; reads are plain SQL. Arguments are named and
 -- cast so that a changed Python type cannot pick another overload.
 
+-- Each statement first sets app.current_org_id to the org it acts for, for the
+-- rest of the transaction only (set_config(..., true)), so that row-level
+-- security scopes it and a pooled connection never carries the org on to its
+-- next user. The setting rides in the same statement, not in a round trip of
+-- its own: the call (or the fenced subquery, OFFSET 0) takes its org from
+-- set_config's result through LATERAL, so it can only run after it.
+
 -- name: upsert
-SELECT *
-  FROM cmis.upsert_platform_connection(
-        p_org_id => %(org_id)s::uuid,
+SELECT u.*
+  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+ CROSS JOIN LATERAL cmis.upsert_platform_connection(
+        p_org_id => NULLIF(scope.org_id, '')::uuid,
         p_platform => %(platform)s::text,
         p_account_id => %(account_id)s::text,
         p_account_name => %(account_name)s::text,
@@ -16,37 +24,46 @@ SELECT *
         p_scopes => %(scopes)s::jsonb,
         p_account_metadata => %(account_metadata)s::jsonb,
         p_auto_sync => %(auto_sync)s::boolean,
-        p_sync_frequency_minutes => %(sync_frequency_minutes)s::integer);
+        p_sync_frequency_minutes => %(sync_frequency_minutes)s::integer) AS u;
 
 -- name: soft_delete
-SELECT *
-  FROM cmis.soft_delete_platform_connection(
-        p_org_id => %(org_id)s::uuid, p_connection_id => %(connection_id)s::uuid);
+SELECT d.*
+  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+ CROSS JOIN LATERAL cmis.soft_delete_platform_connection(
+        p_org_id => NULLIF(scope.org_id, '')::uuid, p_connection_id => %(connection_id)s::uuid) AS d;
 
 -- name: restore
-SELECT *
-  FROM cmis.restore_platform_connection(
-        p_org_id => %(org_id)s::uuid, p_connection_id => %(connection_id)s::uuid);
-
--- name: get
-SELECT *
-  FROM cmis.platform_connections
- WHERE org_id = %(org_id)s::uuid
-   AND connection_id = %(connection_id)s::uuid
-   AND (%(include_deleted)s::boolean OR deleted_at IS NULL);
-
--- name: list
-SELECT *
-  FROM cmis.platform_connections
- WHERE org_id = %(org_id)s::uuid
-   AND (%(platform)s::text IS NULL OR platform = %(platform)s::text)
-   AND (%(include_deleted)s::boolean OR deleted_at IS NULL)
- ORDER BY platform, account_id, deleted_at DESC NULLS FIRST, created_at;
+SELECT r.*
+  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+ CROSS JOIN LATERAL cmis.restore_platform_connection(
+        p_org_id => NULLIF(scope.org_id, '')::uuid, p_connection_id => %(connection_id)s::uuid) AS r;
 
 -- name: purge
-DELETE FROM cmis.platform_connections
- WHERE org_id = %(org_id)s::uuid
-   AND deleted_at < clock_timestamp() - %(older_than)s::interval;
+SELECT p.purged
+  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+ CROSS JOIN LATERAL cmis.purge_platform_connections(
+        p_org_id => NULLIF(scope.org_id, '')::uuid, p_older_than => %(older_than)s::interval) AS p (purged);
+
+-- name: get
+SELECT c.*
+  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+ CROSS JOIN LATERAL (
+        SELECT * FROM cmis.platform_connections
+         WHERE org_id = NULLIF(scope.org_id, '')::uuid
+           AND connection_id = %(connection_id)s::uuid
+           AND (%(include_deleted)s::boolean OR deleted_at IS NULL)
+        OFFSET 0) AS c;
+
+-- name: list
+SELECT c.*
+  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+ CROSS JOIN LATERAL (
+        SELECT * FROM cmis.platform_connections
+         WHERE org_id = NULLIF(scope.org_id, '')::uuid
+           AND (%(platform)s::text IS NULL OR platform = %(platform)s::text)
+           AND (%(include_deleted)s::boolean OR deleted_at IS NULL)
+        OFFSET 0) AS c
+ ORDER BY c.platform, c.account_id, c.deleted_at DESC NULLS FIRST, c.created_at;
 
 -- name: procedure_overloads
 SELECT p.oid::regprocedure::text AS signature
@@ -61,6 +78,13 @@ SELECT p.oid::regprocedure::text AS signature, pg_get_functiondef(p.oid) AS defi
   FROM pg_proc AS p
  WHERE p.pronamespace = 'cmis'::regnamespace
  ORDER BY 1;
+
+-- name: grant_execute_to_app
+SELECT format('GRANT EXECUTE ON FUNCTION %%s TO cmis_app', p.oid::regprocedure) AS grant_sql
+  FROM pg_proc AS p
+ WHERE p.pronamespace = 'cmis'::regnamespace
+   AND p.proname = ANY (%(names)s::text[])
+   AND EXISTS (SELECT FROM pg_roles WHERE rolname = 'cmis_app');
 
 -- name: ensure_demo_org
 INSERT INTO cmis.orgs (org_id, name)

@@ -10,7 +10,7 @@ from typing import Any, LiteralString, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import RowFactory
+from psycopg.rows import RowFactory, tuple_row
 from psycopg.types.json import Jsonb
 
 from cmis_repo.errors import InvalidInputError, NotFoundError, translate
@@ -162,6 +162,5 @@ class PlatformConnectionRepository:
         """
         if older_than < timedelta(0):
             raise InvalidInputError(f"older_than must not be negative, got {older_than}")
-        with _translated(), self._conn.cursor() as cur:
-            cur.execute(query("purge"), {"org_id": org_id, "older_than": older_than})
-            return cur.rowcount
+        ((purged,),) = self._fetch("purge", {"org_id": org_id, "older_than": older_than}, tuple_row)
+        return int(purged)

@@ -3,7 +3,7 @@
 # PostgreSQL 15 with pgTAP (SQL-level tests) and plpgsql_check (lint of the
 # PL/pgSQL functions). Installs nothing when all are present.
 set -euo pipefail
-packages=(postgresql-15 postgresql-client-15 postgresql-15-pgtap postgresql-15-plpgsql-check)
+packages=(postgresql-15 postgresql-client-15 postgresql-15-pgtap postgresql-15-plpgsql-check php-cli)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -146,6 +147,43 @@ def blank_database(server: dict[str, Any]) -> Iterator[str]:
     dbname = f"cmis_blank_{uuid.uuid4().hex[:12]}"
     with DatabaseJanitor(dbname=dbname, **server):
         yield make_conninfo(dbname=dbname, **{k: v for k, v in server.items() if v is not None})
+
+
+@pytest.fixture(scope="session")
+def app_login(pg_server: Any) -> Iterator[str]:
+    """A login role like the application's: not a superuser, no BYPASSRLS, owns
+    nothing, and holds only what it inherits from ``cmis_app`` (made by the
+    migrations). Per run, since roles belong to the whole server."""
+    role = f"cmis_test_app_{os.getpid()}"
+    params = {"host": pg_server.host, "port": pg_server.port, "user": pg_server.user}
+    admin = make_conninfo(dbname="postgres", password=pg_server.password or None, **params)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE cmis_app").format(
+                sql.Identifier(role)
+            )
+        )
+    yield role
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def connect_as_app(
+    conninfo: str, app_login: str
+) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
+    """Open connections to the per-test database as ``app_login``; closed afterwards."""
+    opened: list[psycopg.Connection[Any]] = []
+
+    def open_connection(**kwargs: Any) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(conninfo, user=app_login, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield open_connection
+    for conn in opened:
+        conn.close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def test_run_migrates_then_plays_the_reconnect_story(blank_database):
     first = run_cli("run", database_url=blank_database)
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
-    assert lines[0].startswith("applied 3 migration(s)")
+    assert lines[0].startswith("applied 4 migration(s)")
     story = [line.split()[:3] for line in lines if "->" in line]
     assert story == [
         ["connect", "->", "created"],

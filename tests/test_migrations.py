@@ -49,9 +49,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 YOYO = Path(sys.executable).parent / "yoyo"
 
-MIGRATIONS = ["0001_create_schema", "0002_adopt_platform_connections", "0003_install_procedures"]
+MIGRATIONS = [
+    "0001_create_schema",
+    "0002_adopt_platform_connections",
+    "0003_install_procedures",
+    "0004_tenant_isolation",
+]
 FUNCTIONS = [
+    "assert_platform_connection_org_scope",
     "lock_platform_connection_key",
+    "purge_platform_connections",
     "restore_platform_connection",
     "soft_delete_platform_connection",
     "upsert_platform_connection",
@@ -201,6 +208,28 @@ SELECT tablename || '.' || policyname AS name, permissive, roles::text[] AS role
   FROM pg_policies WHERE schemaname = %(schema)s
 """
 
+# Effective privileges: a NULL ACL (the defaults) reads as the defaults it
+# stands for, since a GRANT followed by its REVOKE leaves them written out.
+_PRIVILEGES = """
+SELECT 'schema ' || n.nspname AS object, a.grantee::regrole::text AS grantee,
+       a.privilege_type AS privilege
+  FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+ WHERE n.nspname = %(schema)s
+UNION ALL
+SELECT c.oid::regclass::text, a.grantee::regrole::text, a.privilege_type
+  FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+ WHERE c.relnamespace::regnamespace::text = %(schema)s
+UNION ALL
+SELECT att.attrelid::regclass::text || '.' || att.attname, a.grantee::regrole::text,
+       a.privilege_type
+  FROM pg_attribute att JOIN pg_class c ON c.oid = att.attrelid, aclexplode(att.attacl) a
+ WHERE c.relnamespace::regnamespace::text = %(schema)s
+UNION ALL
+SELECT p.oid::regprocedure::text, a.grantee::regrole::text, a.privilege_type
+  FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+ WHERE p.pronamespace::regnamespace::text = %(schema)s
+"""
+
 
 def schema_snapshot(conn: Conn, schema: str = "cmis") -> dict[str, Any]:
     """Columns, relations, indexes, constraints and functions of ``schema``, comparable.
@@ -288,6 +317,9 @@ def full_snapshot(conn: Conn, schema: str = "cmis") -> dict[str, Any]:
         for r in cur.execute(_ROW_SECURITY, args)
     }
     snapshot["policies"] = {r["name"]: dict(r) for r in cur.execute(_POLICIES, args)}
+    snapshot["privileges"] = sorted(
+        (r["object"], r["grantee"], r["privilege"]) for r in cur.execute(_PRIVILEGES, args)
+    )
     snapshot["rows"] = table_rows(conn, schema)
     return snapshot
 
@@ -304,6 +336,22 @@ def row_security(conn: Conn) -> dict[str, Any]:
         },
         "policies": {r["name"]: dict(r) for r in cur.execute(_POLICIES, args)},
     }
+
+
+#: The org policy's expression as pg_policies renders it.
+ORG_CHECK = "(org_id = (NULLIF(current_setting('app.current_org_id'::text, true), ''::text))::uuid)"
+
+
+def with_org_check(security: dict[str, Any]) -> dict[str, Any]:
+    """``row_security()`` as 0004 leaves it: the app's org policy keeps its name
+    and USING, and gets WITH CHECK equal to its USING when it had none."""
+    policies = {
+        name: {**policy, "with_check": policy["with_check"] or policy["qual"]}
+        if policy["qual"] == ORG_CHECK and policy["cmd"] == "ALL"
+        else policy
+        for name, policy in security["policies"].items()
+    }
+    return {**security, "policies": policies}
 
 
 def table_rows(conn: Conn, schema: str = "cmis") -> dict[str, list[dict[str, Any]]]:
@@ -586,7 +634,7 @@ TARGET_COLUMNS = {
 
 def test_yoyo_apply_on_empty_database_installs_target_schema(database: Database) -> None:
     """`yoyo apply --batch` from the project root builds the tables, indexes,
-    constraints and the four functions of schema cmis on an empty database."""
+    constraints and the functions of schema cmis on an empty database."""
     result = database.yoyo("apply")
     assert result.returncode == 0
 
@@ -666,8 +714,9 @@ def test_adopting_legacy_shape_keeps_rows_and_reaches_fresh_schema(
 ) -> None:
     """A legacy database with rows, after `yoyo apply`: every row is kept with its
     `timestamp` values read as UTC, row-level security and policies are as they
-    were, the schema of cmis equals a fresh install's, and a soft-deleted key
-    reconnects as 'restored' and 'warning' can be written."""
+    were except that the app's org policy now says its WITH CHECK, the schema of
+    cmis equals a fresh install's, and a soft-deleted key reconnects as
+    'restored' and 'warning' can be written."""
     load_legacy(database, shape)
     with database.connect() as conn:
         before_rows = table_rows(conn)
@@ -692,7 +741,7 @@ def test_adopting_legacy_shape_keeps_rows_and_reaches_fresh_schema(
         )["same"]
 
         assert_same(schema_snapshot(conn), fresh_schema, "adopted and fresh schemas")
-        assert_same(row_security(conn), before_security, "row-level security")
+        assert_same(row_security(conn), with_org_check(before_security), "row-level security")
 
         # The reconnect bug is gone: disconnect, then reconnect the same account.
         deleted = one(
@@ -1231,3 +1280,148 @@ def test_apply_when_target_indexes_and_checks_already_exist(
     database.yoyo("rollback", "--all")
     with database.connect() as conn:
         assert_same(full_snapshot(conn), before, "state before apply and after rollback")
+
+
+# ---------------------------------------------------------------------------
+# 6. Tenant isolation (0004): the org policy and the cmis_app role
+# ---------------------------------------------------------------------------
+
+#: What 0004 grants cmis_app in a database, and nothing more.
+APP_PRIVILEGES = sorted(
+    [
+        ("schema cmis", "cmis_app", "USAGE"),
+        ("cmis.orgs.org_id", "cmis_app", "SELECT"),
+        *(
+            ("cmis.platform_connections", "cmis_app", privilege)
+            for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+        ),
+    ]
+)
+
+
+def app_privileges(conn: Conn) -> list[tuple[str, str, str]]:
+    """cmis_app's privileges on schema cmis and its tables and columns (functions apart)."""
+    return sorted(
+        (r["object"], r["grantee"], r["privilege"])
+        for r in conn.execute(_PRIVILEGES, {"schema": "cmis"})
+        if r["grantee"] == "cmis_app" and "(" not in r["object"]
+    )
+
+
+def test_fresh_install_isolates_organisations_and_grants_cmis_app_only_what_it_needs(
+    database: Database,
+) -> None:
+    """An empty database gets RLS (not forced) with one org policy, USING and
+    WITH CHECK on app.current_org_id; cmis_app is NOLOGIN, owns nothing, holds
+    exactly USAGE, SELECT/INSERT/UPDATE/DELETE on the table, SELECT on
+    cmis.orgs(org_id) and EXECUTE on every function."""
+    database.yoyo("apply")
+    with database.connect() as conn:
+        security = row_security(conn)
+        assert security["row_security"]["platform_connections"] == (True, False)
+        assert security["policies"] == {
+            "platform_connections.platform_connections_org_isolation": {
+                "name": "platform_connections.platform_connections_org_isolation",
+                "permissive": "PERMISSIVE",
+                "roles": ["public"],
+                "cmd": "ALL",
+                "qual": ORG_CHECK,
+                "with_check": ORG_CHECK,
+            }
+        }
+        role = one(
+            conn,
+            "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls"
+            " FROM pg_roles WHERE rolname = 'cmis_app'",
+        )
+        assert not any(role.values()), role
+        assert app_privileges(conn) == APP_PRIVILEGES
+        owned = one(
+            conn,
+            "SELECT count(*) AS n FROM pg_class WHERE relowner = 'cmis_app'::regrole",
+        )
+        assert owned["n"] == 0
+        executable = conn.execute(
+            "SELECT p.proname::text AS name FROM pg_proc p"
+            " WHERE p.pronamespace = 'cmis'::regnamespace"
+            "   AND has_function_privilege('cmis_app', p.oid, 'EXECUTE')"
+            "   AND EXISTS (SELECT FROM aclexplode(p.proacl) a"
+            "                WHERE a.grantee = 'cmis_app'::regrole)"
+            " ORDER BY 1"
+        ).fetchall()
+        assert [r["name"] for r in executable] == FUNCTIONS
+
+
+UNSAFE_POLICY = """
+DROP POLICY org_isolation ON cmis.platform_connections;
+CREATE POLICY org_isolation ON cmis.platform_connections
+    USING (org_id = current_setting('app.current_org_id', true)::uuid);
+"""
+NO_POLICY = """
+DROP POLICY org_isolation ON cmis.platform_connections;
+ALTER TABLE cmis.platform_connections DISABLE ROW LEVEL SECURITY;
+"""
+
+
+def test_the_apps_policy_without_nullif_gets_it(database: Database) -> None:
+    """The app's older policy casts the setting without NULLIF: once a
+    transaction-local setting has ended it reads '' and every query fails with
+    22P02. 0004 keeps the policy's name and gives it the NULLIF form, USING and
+    WITH CHECK; the rollback gives back the old text."""
+    load_legacy(database, SHAPE_A_DELETED_AT, UNSAFE_POLICY)
+    with database.connect() as conn:
+        before = full_snapshot(conn)
+    database.yoyo("apply")
+    with database.connect() as conn:
+        policies = row_security(conn)["policies"]
+        assert list(policies) == ["platform_connections.org_isolation"]
+        policy = policies["platform_connections.org_isolation"]
+        assert (policy["qual"], policy["with_check"]) == (ORG_CHECK, ORG_CHECK)
+    database.yoyo("rollback", "--all")
+    with database.connect() as conn:
+        assert_same(full_snapshot(conn), before, "legacy state before apply and after rollback")
+
+
+def test_a_table_without_row_level_security_gets_it_and_gives_it_back(
+    database: Database,
+) -> None:
+    """RLS off and no policy: 0004 enables RLS and creates the org policy;
+    the rollback disables it and drops the policy and cmis_app's privileges."""
+    load_legacy(database, SHAPE_A_DELETED_AT, NO_POLICY)
+    with database.connect() as conn:
+        before = full_snapshot(conn)
+        assert before["row_security"]["platform_connections"] == (False, False)
+    database.yoyo("apply")
+    with database.connect() as conn:
+        security = row_security(conn)
+        assert security["row_security"]["platform_connections"] == (True, False)
+        assert list(security["policies"]) == [
+            "platform_connections.platform_connections_org_isolation"
+        ]
+        assert app_privileges(conn) == APP_PRIVILEGES
+    database.yoyo("rollback", "--all")
+    with database.connect() as conn:
+        assert_same(full_snapshot(conn), before, "legacy state before apply and after rollback")
+        assert app_privileges(conn) == []
+
+
+def test_0004_runs_again_without_change_and_warns_of_a_wide_policy(database: Database) -> None:
+    """Run over a database that already has everything, 0004 changes nothing and
+    records nothing; a permissive policy that ignores app.current_org_id (it is
+    OR'ed with the org policy and so widens it) is named in a WARNING."""
+    database.yoyo("apply")
+    migration = (ROOT / "sql" / "migrations" / "0004_tenant_isolation.sql").read_text("utf-8")
+    with database.connect() as conn:
+        conn.execute(
+            "CREATE POLICY see_everything ON cmis.platform_connections FOR SELECT USING (true)"
+        )
+        before = full_snapshot(conn)
+        warnings: list[str] = []
+        conn.add_notice_handler(
+            lambda diag: warnings.append(f"{diag.severity_nonlocalized}: {diag.message_primary}")
+        )
+        conn.execute(migration)
+        assert_same(full_snapshot(conn), before, "state before and after running 0004 again")
+    assert any(
+        w.startswith("WARNING: policy see_everything") and "widens" in w for w in warnings
+    ), warnings

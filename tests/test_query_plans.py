@@ -26,7 +26,6 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -248,6 +247,10 @@ FUNCTION_STATEMENTS = {
          WHERE c.connection_id = %(connection_id)s::uuid AND c.org_id = %(org_id)s::uuid
            AND c.deleted_at IS NULL
         RETURNING c.*""",
+    "purge: the org's rows deleted long ago": """
+        DELETE FROM cmis.platform_connections AS c
+         WHERE c.org_id = %(org_id)s::uuid
+           AND c.deleted_at < clock_timestamp() - interval '30 days'""",
     "restore: another live row of the key": """
         SELECT EXISTS (
             SELECT FROM cmis.platform_connections AS c
@@ -265,7 +268,6 @@ REPOSITORY_QUERIES = [
     pytest.param(
         "list", {"platform": "meta", "include_deleted": True}, id="list-platform-include-deleted"
     ),
-    pytest.param("purge", {"older_than": timedelta(days=30)}, id="purge"),
 ]
 
 PLAN_CACHE_MODES = [
@@ -402,6 +404,12 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
             (org, connection_id),
         ).fetchall()
 
+    for n in range(7):
+        plans_conn.execute(
+            "SELECT cmis.purge_platform_connections(%s, interval '3650 days')",
+            (key(50_000 + n).org_id,),
+        )
+
     plans = _collect_plans(notices)
     nested = [
         p
@@ -410,6 +418,7 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
         and "upsert_platform_connection(" not in p.query_text
         and "soft_delete_platform_connection(" not in p.query_text
         and "restore_platform_connection(" not in p.query_text
+        and "purge_platform_connections(" not in p.query_text
     ]
     assert nested, "auto_explain logged no nested statement: " + "\n".join(notices[:5])
 
@@ -423,6 +432,7 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
         "soft_delete update": r"SET deleted_at = v_now",
         "restore live check": r"c\.connection_id <> p_connection_id",
         "restore update": r"SET deleted_at = NULL, updated_at = clock_timestamp\(\)",
+        "purge delete": r"DELETE FROM cmis\.platform_connections",
     }
     for kind, pattern in kinds.items():
         seen = [p for p in nested if re.search(pattern, p.query_text)]

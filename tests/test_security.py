@@ -1,21 +1,19 @@
-"""Secrets stay out of repr, logs and errors; row-level security still applies."""
+"""Secrets stay out of repr, logs and errors; the functions run with the caller's rights.
+
+Row-level security is proven in test_tenant_isolation.py, as a non-superuser.
+"""
 
 from __future__ import annotations
 
 import logging
 import traceback
-import uuid
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from cmis_repo import (
-    PermissionDeniedError,
     PlatformConnectionRepository,
     RepositoryError,
 )
-from tests.conftest import make_org
 
 ACCESS = "EAAB-access-token-do-not-leak"
 REFRESH = "refresh-token-do-not-leak"
@@ -76,63 +74,8 @@ def test_functions_run_with_the_callers_rights_and_a_pinned_search_path(db):
         """SELECT p.proname, p.prosecdef, p.proconfig
              FROM pg_proc p WHERE p.pronamespace = 'cmis'::regnamespace"""
     ).fetchall()
-    assert len(rows) == 4
+    assert len(rows) == 6
     for name, security_definer, config in rows:
         assert not security_definer, f"{name} must not bypass row-level security"
         assert config, f"{name} has no SET clause"
         assert any(c.startswith("search_path=") for c in config), name
-
-
-@pytest.fixture
-def app_role(db, conninfo):
-    """A login role without BYPASSRLS, like the Laravel app's, and RLS forced on the table."""
-    role = f"cmis_app_{uuid.uuid4().hex[:8]}"
-    ident = sql.Identifier(role)
-    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
-    db.execute(sql.SQL("GRANT USAGE ON SCHEMA cmis TO {}").format(ident))
-    db.execute(
-        sql.SQL("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA cmis TO {}").format(ident)
-    )
-    db.execute("ALTER TABLE cmis.platform_connections ENABLE ROW LEVEL SECURITY")
-    db.execute("ALTER TABLE cmis.platform_connections FORCE ROW LEVEL SECURITY")
-    db.execute(
-        """CREATE POLICY org_isolation ON cmis.platform_connections
-               USING (org_id = current_setting('app.current_org_id', true)::uuid)
-               WITH CHECK (org_id = current_setting('app.current_org_id', true)::uuid)"""
-    )
-    db.commit()
-    yield role
-    db.rollback()
-    db.execute(sql.SQL("DROP OWNED BY {}").format(ident))
-    db.execute(sql.SQL("DROP ROLE {}").format(ident))
-    db.commit()
-
-
-def test_row_level_security_applies_to_the_functions(db, conninfo, app_role):
-    mine, theirs = make_org(db, "Mine"), make_org(db, "Theirs")
-    with psycopg.connect(conninfo, user=app_role) as conn:
-        conn.execute("SELECT set_config('app.current_org_id', %s, false)", (str(theirs),))
-        their_row = PlatformConnectionRepository(conn).upsert(theirs, "meta", "t").connection
-        conn.commit()
-
-        conn.execute("SELECT set_config('app.current_org_id', %s, false)", (str(mine),))
-        repo = PlatformConnectionRepository(conn)
-        row = repo.upsert(mine, "meta", "a", access_token=ACCESS).connection
-        assert repo.soft_delete(mine, row.connection_id)
-        assert repo.upsert(mine, "meta", "a").connection.connection_id == row.connection_id
-        conn.commit()
-
-        # Another org's rows are invisible: nothing to delete, nothing to read.
-        assert repo.soft_delete(theirs, their_row.connection_id) is False
-        assert repo.get(theirs, their_row.connection_id) is None
-        # Writing under another org's id is refused by the policy, and nothing is written.
-        with pytest.raises(PermissionDeniedError) as caught:
-            repo.upsert(theirs, "google", "sneaky", access_token=ACCESS)
-        assert caught.value.sqlstate == "42501"
-        assert_no_secret(str(caught.value))
-        conn.rollback()
-
-    count = db.execute(
-        "SELECT count(*) FROM cmis.platform_connections WHERE account_id = 'sneaky'"
-    ).fetchone()[0]
-    assert count == 0

@@ -110,6 +110,9 @@ BEGIN
                   HINT = 'Pass NULL to keep the stored value (15 for a new connection).';
     END IF;
 
+    -- Only the organisation the session acts for (app.current_org_id).
+    PERFORM cmis.assert_platform_connection_org_scope(p_org_id);
+
     -- Every cmis-repo write to this key waits here until the others commit,
     -- so the steps below see a key nobody else of ours is changing.
     PERFORM cmis.lock_platform_connection_key(p_org_id, p_platform, p_account_id);
@@ -241,6 +244,9 @@ cmis.lock_platform_connection_key (held to the end of the transaction); writes b
 take that lock never make this function fail.
 Errors, nothing written: 22004 NULL org/platform/account; 22023 blank values, an account id with
 leading or trailing white space, a platform that is not a lower-case slug, a status outside pending/active/warning/expired/revoked/error, a sync frequency <= 0;
-22001 a platform over 50, an account id or name over 255 characters; 23503 an org not in cmis.orgs.
+22001 a platform over 50, an account id or name over 255 characters; 23503 an org not in cmis.orgs;
+42501 app.current_org_id is set to another org, or is unset for a role under row-level security.
+Tokens are stored exactly as passed: the Laravel app (and cmis_repo with a cipher) stores
+Crypt::encryptString ciphertext, so a psql user must pass ciphertext, never a plain token.
 Example: SELECT outcome, connection_id FROM cmis.upsert_platform_connection(
   p_org_id => ''…'', p_platform => ''meta'', p_account_id => ''act_42'', p_access_token => ''…'');';

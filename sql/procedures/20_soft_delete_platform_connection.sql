@@ -17,6 +17,7 @@ BEGIN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN p_org_id IS NULL THEN 'p_org_id' ELSE 'p_connection_id' END
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM cmis.assert_platform_connection_org_scope(p_org_id);
 
     SELECT c.platform, c.account_id INTO v_platform, v_account_id
       FROM cmis.platform_connections AS c
@@ -44,4 +45,5 @@ COMMENT ON FUNCTION cmis.soft_delete_platform_connection(uuid, uuid) IS
 'Disconnect: soft-delete the live connection p_connection_id of organisation p_org_id by setting
 deleted_at (and updated_at). Returns the deleted row, or no row when nothing live matched (an unknown
 id, another organisation''s id, or an already deleted row). Takes the same per-key lock as
-upsert_platform_connection. Errors: 22004 when an argument is NULL.';
+upsert_platform_connection. Errors: 22004 when an argument is NULL; 42501 when app.current_org_id is
+set to another org, or is unset for a role under row-level security.';

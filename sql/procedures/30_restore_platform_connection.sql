@@ -16,6 +16,7 @@ BEGIN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN p_org_id IS NULL THEN 'p_org_id' ELSE 'p_connection_id' END
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM cmis.assert_platform_connection_org_scope(p_org_id);
 
     SELECT c.platform, c.account_id INTO v_platform, v_account_id
       FROM cmis.platform_connections AS c
@@ -55,5 +56,6 @@ COMMENT ON FUNCTION cmis.restore_platform_connection(uuid, uuid) IS
 'Undelete the connection p_connection_id of organisation p_org_id, keeping its values; a live one is
 returned unchanged. Returns the row, or no row when the organisation has no such connection.
 Takes the same per-key lock as upsert_platform_connection. Errors: 22004 when an argument is NULL;
+42501 when app.current_org_id is set to another org, or is unset for a role under row-level security;
 23505 when another live connection holds the same (platform, account_id) - soft-delete it first,
 or reconnect with upsert_platform_connection.';

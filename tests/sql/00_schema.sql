@@ -1,4 +1,4 @@
--- The objects a caller relies on: the four functions (signature, result,
+-- The objects a caller relies on: the six functions (signature, result,
 -- pinned search_path, comment) and the indexes of cmis.platform_connections.
 --
 -- Run by hand:  psql -X -v ON_ERROR_STOP=1 -d cmis -f tests/sql/00_schema.sql
@@ -10,7 +10,7 @@
 
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(31);
+SELECT plan(41);
 
 -- upsert_platform_connection's argument types, in order (as :'upsert_args').
 SELECT ARRAY['uuid', 'text', 'text', 'text', 'text', 'text', 'text', 'timestamp with time zone',
@@ -27,11 +27,16 @@ SELECT has_function('cmis', 'restore_platform_connection', ARRAY['uuid', 'uuid']
                     'cmis.restore_platform_connection(uuid, uuid) exists');
 SELECT has_function('cmis', 'lock_platform_connection_key', ARRAY['uuid', 'text', 'text'],
                     'cmis.lock_platform_connection_key(uuid, text, text) exists');
+SELECT has_function('cmis', 'purge_platform_connections', ARRAY['uuid', 'interval'],
+                    'cmis.purge_platform_connections(uuid, interval) exists');
+SELECT has_function('cmis', 'assert_platform_connection_org_scope', ARRAY['uuid'],
+                    'cmis.assert_platform_connection_org_scope(uuid) exists');
 
 SELECT is(
     (SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
       WHERE pronamespace = 'cmis'::regnamespace AND proname ~ 'platform_connection'),
-    ARRAY['lock_platform_connection_key', 'restore_platform_connection',
+    ARRAY['assert_platform_connection_org_scope', 'lock_platform_connection_key',
+          'purge_platform_connections', 'restore_platform_connection',
           'soft_delete_platform_connection', 'upsert_platform_connection'],
     'each function has exactly one overload (a call can never pick a stale one)');
 
@@ -47,6 +52,10 @@ SELECT function_returns('cmis', 'restore_platform_connection', ARRAY['uuid', 'uu
                         'setof cmis.platform_connections', 'restore returns rows of the table');
 SELECT function_returns('cmis', 'lock_platform_connection_key', ARRAY['uuid', 'text', 'text'],
                         'void', 'lock_platform_connection_key returns void');
+SELECT function_returns('cmis', 'purge_platform_connections', ARRAY['uuid', 'interval'],
+                        'bigint', 'purge returns how many rows it deleted');
+SELECT function_returns('cmis', 'assert_platform_connection_org_scope', ARRAY['uuid'],
+                        'void', 'assert_platform_connection_org_scope returns void');
 
 -- upsert's result columns: outcome, then every column of the table in order.
 SELECT is(
@@ -69,6 +78,10 @@ SELECT isnt_definer('cmis', 'soft_delete_platform_connection', ARRAY['uuid', 'uu
                     'soft_delete runs as the caller (SECURITY INVOKER)');
 SELECT isnt_definer('cmis', 'restore_platform_connection', ARRAY['uuid', 'uuid'],
                     'restore runs as the caller (SECURITY INVOKER)');
+SELECT isnt_definer('cmis', 'purge_platform_connections', ARRAY['uuid', 'interval'],
+                    'purge runs as the caller (SECURITY INVOKER)');
+SELECT isnt_definer('cmis', 'assert_platform_connection_org_scope', ARRAY['uuid'],
+                    'assert_platform_connection_org_scope runs as the caller (SECURITY INVOKER)');
 
 -- "Pinned": SET search_path on the function itself, naming neither public
 -- nor "$user", with pg_temp listed explicitly (last) so that no temporary
