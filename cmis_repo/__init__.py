@@ -1,7 +1,10 @@
 """Restore-or-create soft-deleted platform connections in PostgreSQL in one call."""
 
+from cmis_repo.encryption import LaravelEncrypter, TokenCipher
 from cmis_repo.errors import (
     ConflictError,
+    DecryptionError,
+    EncryptionKeyError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
@@ -14,14 +17,18 @@ from cmis_repo.repository import PlatformConnectionRepository
 __all__ = [
     "STATUSES",
     "ConflictError",
+    "DecryptionError",
+    "EncryptionKeyError",
     "InvalidInputError",
     "JsonValue",
+    "LaravelEncrypter",
     "NotFoundError",
     "Outcome",
     "PermissionDeniedError",
     "PlatformConnection",
     "PlatformConnectionRepository",
     "RepositoryError",
+    "TokenCipher",
     "UnknownOrganisationError",
     "UpsertResult",
 ]

@@ -7,7 +7,12 @@ put the row's tokens into the exception text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import psycopg
+
+T = TypeVar("T")
 
 
 class RepositoryError(Exception):
@@ -52,6 +57,20 @@ class PermissionDeniedError(RepositoryError):
     """The role may not do this, row-level security included (42501)."""
 
 
+class EncryptionKeyError(RepositoryError, ValueError):
+    """An encryption key (``APP_KEY``, ``APP_PREVIOUS_KEYS``) is missing or malformed.
+
+    The message names the problem, never the key.
+    """
+
+
+class DecryptionError(RepositoryError):
+    """A token payload is malformed, its MAC is valid under no key, or it does not decrypt.
+
+    The message says which, never showing the payload, a key or a plaintext.
+    """
+
+
 _BY_SQLSTATE: dict[str, type[RepositoryError]] = {
     "23503": UnknownOrganisationError,
     "23505": ConflictError,
@@ -74,8 +93,30 @@ def error_class(sqlstate: str | None) -> type[RepositoryError]:
 
 
 def translate(error: psycopg.Error) -> RepositoryError:
-    """The repository exception for a psycopg error, without its DETAIL."""
+    """The repository exception for a psycopg error, without its DETAIL.
+
+    A value psycopg refuses to send (a NUL in a text argument) raises
+    ``DataError`` on the client, with no SQLSTATE: that is invalid input too.
+    psycopg's own message then says what is wrong without quoting the value.
+    """
     diag = error.diag
+    if error.sqlstate is None and isinstance(error, psycopg.DataError):
+        return InvalidInputError(str(error) or type(error).__name__)
     message = diag.message_primary or type(error).__name__
     cls = error_class(error.sqlstate)
     return cls(message, sqlstate=error.sqlstate, hint=diag.message_hint)
+
+
+def run_translated(run: Callable[[], T]) -> T:
+    """``run()``, with a psycopg error raised as the repository's exception.
+
+    Raised outside the ``except`` block, so that the psycopg error is not even
+    its ``__context__`` (which error trackers may walk): its DETAIL, for a
+    constraint violation "Failing row contains (...)", lists the row, tokens
+    included.
+    """
+    try:
+        return run()
+    except psycopg.Error as error:
+        translated = translate(error)
+    raise translated
