@@ -1,67 +1,76 @@
 -- Statements the Python layer runs. Writes go through the PL/pgSQL functions
 -- in sql/procedures/; reads are plain SQL. Arguments are named and
 -- cast so that a changed Python type cannot pick another overload.
-
+--
 -- Each statement first sets app.current_org_id to the org it acts for, for the
 -- rest of the transaction only (set_config(..., true)), so that row-level
 -- security scopes it and a pooled connection never carries the org on to its
 -- next user. The setting rides in the same statement, not in a round trip of
--- its own: the call (or the fenced subquery, OFFSET 0) takes its org from
--- set_config's result through LATERAL, so it can only run after it.
+-- its own: the call (or the fenced subquery, OFFSET 0) depends on set_config's
+-- result through LATERAL, so it can only run after it.
+--
+-- The caller's search_path is not ours to trust: functions, types and
+-- operators are named with their schema (pg_catalog.set_config, ::pg_catalog.uuid,
+-- OPERATOR(pg_catalog.=)), so that a look-alike earlier on the path is never
+-- picked (tests/test_hardening.py).
 
 -- name: upsert
 SELECT u.*
-  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.upsert_platform_connection(
-        p_org_id => NULLIF(scope.org_id, '')::uuid,
-        p_platform => %(platform)s::text,
-        p_account_id => %(account_id)s::text,
-        p_account_name => %(account_name)s::text,
-        p_status => %(status)s::text,
-        p_access_token => %(access_token)s::text,
-        p_refresh_token => %(refresh_token)s::text,
-        p_token_expires_at => %(token_expires_at)s::timestamptz,
-        p_scopes => %(scopes)s::jsonb,
-        p_account_metadata => %(account_metadata)s::jsonb,
-        p_auto_sync => %(auto_sync)s::boolean,
-        p_sync_frequency_minutes => %(sync_frequency_minutes)s::integer) AS u;
+        p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
+        p_platform => %(platform)s::pg_catalog.text,
+        p_account_id => %(account_id)s::pg_catalog.text,
+        p_account_name => %(account_name)s::pg_catalog.text,
+        p_status => %(status)s::pg_catalog.text,
+        p_access_token => %(access_token)s::pg_catalog.text,
+        p_refresh_token => %(refresh_token)s::pg_catalog.text,
+        p_token_expires_at => %(token_expires_at)s::pg_catalog.timestamptz,
+        p_scopes => %(scopes)s::pg_catalog.jsonb,
+        p_account_metadata => %(account_metadata)s::pg_catalog.jsonb,
+        p_auto_sync => %(auto_sync)s::pg_catalog.bool,
+        p_sync_frequency_minutes => %(sync_frequency_minutes)s::pg_catalog.int4) AS u;
 
 -- name: soft_delete
 SELECT d.*
-  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.soft_delete_platform_connection(
-        p_org_id => NULLIF(scope.org_id, '')::uuid, p_connection_id => %(connection_id)s::uuid) AS d;
+        p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
+        p_connection_id => %(connection_id)s::pg_catalog.uuid) AS d;
 
 -- name: restore
 SELECT r.*
-  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.restore_platform_connection(
-        p_org_id => NULLIF(scope.org_id, '')::uuid, p_connection_id => %(connection_id)s::uuid) AS r;
+        p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
+        p_connection_id => %(connection_id)s::pg_catalog.uuid) AS r;
 
 -- name: purge
 SELECT p.purged
-  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.purge_platform_connections(
-        p_org_id => NULLIF(scope.org_id, '')::uuid, p_older_than => %(older_than)s::interval) AS p (purged);
+        p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
+        p_older_than => %(older_than)s::pg_catalog.interval) AS p (purged);
 
 -- name: get
 SELECT c.*
-  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
  CROSS JOIN LATERAL (
         SELECT * FROM cmis.platform_connections
-         WHERE org_id = NULLIF(scope.org_id, '')::uuid
-           AND connection_id = %(connection_id)s::uuid
-           AND (%(include_deleted)s::boolean OR deleted_at IS NULL)
+         WHERE org_id OPERATOR(pg_catalog.=) CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END
+           AND connection_id OPERATOR(pg_catalog.=) %(connection_id)s::pg_catalog.uuid
+           AND (%(include_deleted)s::pg_catalog.bool OR deleted_at IS NULL)
         OFFSET 0) AS c;
 
 -- name: list
 SELECT c.*
-  FROM set_config('app.current_org_id', %(org_id)s::uuid::text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
  CROSS JOIN LATERAL (
         SELECT * FROM cmis.platform_connections
-         WHERE org_id = NULLIF(scope.org_id, '')::uuid
-           AND (%(platform)s::text IS NULL OR platform = %(platform)s::text)
-           AND (%(include_deleted)s::boolean OR deleted_at IS NULL)
+         WHERE org_id OPERATOR(pg_catalog.=) CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END
+           AND (%(platform)s::pg_catalog.text IS NULL
+                OR platform::pg_catalog.text OPERATOR(pg_catalog.=) %(platform)s::pg_catalog.text)
+           AND (%(include_deleted)s::pg_catalog.bool OR deleted_at IS NULL)
         OFFSET 0) AS c
  ORDER BY c.platform, c.account_id, c.deleted_at DESC NULLS FIRST, c.created_at;
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, LiteralString, TypeVar
 from uuid import UUID
@@ -13,7 +13,8 @@ import psycopg
 from psycopg.rows import RowFactory, tuple_row
 from psycopg.types.json import Jsonb
 
-from cmis_repo.errors import InvalidInputError, NotFoundError, translate
+from cmis_repo.encryption import TokenCipher
+from cmis_repo.errors import DecryptionError, InvalidInputError, NotFoundError, run_translated
 from cmis_repo.models import (
     JsonValue,
     PlatformConnection,
@@ -28,36 +29,76 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except psycopg.Error as error:
-        # "from None": the psycopg error's text carries PostgreSQL's DETAIL,
-        # which for a constraint violation lists the row, tokens included.
-        raise translate(error) from None
-
-
 class PlatformConnectionRepository:
     """Platform connections of ``cmis.platform_connections`` over a psycopg 3 connection.
 
     The caller owns the transaction: nothing here commits or rolls back. On a
     connection in autocommit mode each method is its own transaction. Every
-    query is scoped by ``org_id``. Errors are :class:`~cmis_repo.RepositoryError`
-    subclasses; after one, a connection in a transaction must be rolled back,
-    as with any PostgreSQL error.
+    query is scoped by ``org_id``, and sets ``app.current_org_id`` to it for
+    the rest of the transaction (so that row-level security applies; it is
+    gone when the transaction ends). Errors are
+    :class:`~cmis_repo.RepositoryError` subclasses; after one, a connection in
+    a transaction must be rolled back, as with any PostgreSQL error.
+
+    With a ``cipher`` (such as :class:`~cmis_repo.LaravelEncrypter`), tokens
+    are encrypted before they are written and decrypted when read, so the
+    database holds the same payloads the Laravel app writes. Without one,
+    tokens are stored and returned as given.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, cipher: TokenCipher | None = None) -> None:
         self._conn = conn
+        self._cipher = cipher
+
+    def _seal(self, token: str | None) -> str | None:
+        if token is None or self._cipher is None:
+            return token
+        return self._cipher.encrypt(token)
+
+    def _open(
+        self, row: PlatformConnection, known: Mapping[str, str | None] | None = None
+    ) -> PlatformConnection:
+        """``row`` with its tokens decrypted. ``known`` maps a payload this call
+        just wrote to its plaintext, which needs no decrypting."""
+        if self._cipher is None:
+            return row
+        return dataclasses.replace(
+            row,
+            access_token=self._plain(row, "access_token", row.access_token, known),
+            refresh_token=self._plain(row, "refresh_token", row.refresh_token, known),
+        )
+
+    def _plain(
+        self,
+        row: PlatformConnection,
+        name: str,
+        payload: str | None,
+        known: Mapping[str, str | None] | None,
+    ) -> str | None:
+        if payload is None or self._cipher is None:
+            return payload
+        if known is not None and payload in known:
+            return known[payload]
+        try:
+            return self._cipher.decrypt(payload)
+        except DecryptionError as error:
+            reason = error.message
+        raise DecryptionError(
+            f"cannot decrypt the {name} of connection {row.connection_id}: {reason}",
+            hint="Check APP_KEY and APP_PREVIOUS_KEYS: the key that wrote it must be one.",
+        )
 
     def _fetch(
         self, name: str, params: Mapping[str, object], row_factory: RowFactory[T]
     ) -> list[T]:
         statement: LiteralString = query(name)
-        with _translated(), self._conn.cursor(row_factory=row_factory) as cur:
-            cur.execute(statement, params)
-            return cur.fetchall()
+
+        def run() -> list[T]:
+            with self._conn.cursor(row_factory=row_factory) as cur:
+                cur.execute(statement, params)
+                return cur.fetchall()
+
+        return run_translated(run)
 
     def upsert(
         self,
@@ -83,16 +124,19 @@ class PlatformConnectionRepository:
         ``status`` defaults to ``"active"`` so that a reconnect re-activates.
 
         Raises :class:`InvalidInputError` for a blank or malformed argument,
-        :class:`UnknownOrganisationError` for an org not in ``cmis.orgs``.
+        :class:`UnknownOrganisationError` for an org not in ``cmis.orgs``, and
+        (with a cipher, for a token kept from before) :class:`DecryptionError`
+        naming the connection when a stored token decrypts under no key.
         """
+        sealed_access, sealed_refresh = self._seal(access_token), self._seal(refresh_token)
         params = {
             "org_id": org_id,
             "platform": platform,
             "account_id": account_id,
             "account_name": account_name,
             "status": status,
-            "access_token": access_token,
-            "refresh_token": refresh_token,
+            "access_token": sealed_access,
+            "refresh_token": sealed_refresh,
             "token_expires_at": token_expires_at,
             "scopes": None if scopes is None else Jsonb(scopes),
             "account_metadata": None if account_metadata is None else Jsonb(account_metadata),
@@ -100,6 +144,16 @@ class PlatformConnectionRepository:
             "sync_frequency_minutes": sync_frequency_minutes,
         }
         (result,) = self._fetch("upsert", params, upsert_result_row)
+        if self._cipher is not None:
+            known = {
+                sealed: plain
+                for sealed, plain in (
+                    (sealed_access, access_token),
+                    (sealed_refresh, refresh_token),
+                )
+                if sealed is not None
+            }
+            result = UpsertResult(result.outcome, self._open(result.connection, known))
         logger.debug(
             "upsert %s %s/%s: %s %s",
             org_id,
@@ -119,17 +173,18 @@ class PlatformConnectionRepository:
             {"org_id": org_id, "connection_id": connection_id, "include_deleted": include_deleted},
             connection_row,
         )
-        return rows[0] if rows else None
+        return self._open(rows[0]) if rows else None
 
     def list(
         self, org_id: UUID, *, platform: str | None = None, include_deleted: bool = False
     ) -> list[PlatformConnection]:
         """The organisation's connections, optionally of one platform, by platform and account."""
-        return self._fetch(
+        rows = self._fetch(
             "list",
             {"org_id": org_id, "platform": platform, "include_deleted": include_deleted},
             connection_row,
         )
+        return [self._open(row) for row in rows]
 
     def soft_delete(self, org_id: UUID, connection_id: UUID) -> bool:
         """Disconnect: soft-delete the live connection; ``False`` when nothing live matched."""
@@ -152,7 +207,7 @@ class PlatformConnectionRepository:
         )
         if not rows:
             raise NotFoundError(f"organisation {org_id} has no connection {connection_id}")
-        return rows[0]
+        return self._open(rows[0])
 
     def purge(self, org_id: UUID, *, older_than: timedelta) -> int:
         """Hard-delete the organisation's rows soft-deleted more than ``older_than`` ago.

@@ -223,9 +223,10 @@ def test_bad_input_through_repository(db, org_id, existing, secrets, changes, sq
     assert argument in error.message
     assert argument in str(error)
     _assert_no_secret([str(error), repr(error), error.message, error.hint], secrets)
-    # The psycopg error (whose text may carry a DETAIL listing the row) is not chained.
+    # The psycopg error (whose text may carry a DETAIL listing the row) is not
+    # chained, not even as a suppressed __context__ that error trackers could walk.
     assert error.__cause__ is None
-    assert error.__suppress_context__
+    assert error.__context__ is None
 
     after = _snapshot(db)
     assert len(after) == len(before), "a bad call added or removed a row"
