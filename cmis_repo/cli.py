@@ -11,15 +11,20 @@ import secrets
 import uuid
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cmis_repo.database import DatabaseUnreachable, connect, conninfo_from_env
+from cmis_repo.encryption import LaravelEncrypter
+from cmis_repo.errors import EncryptionKeyError, PermissionDeniedError, RepositoryError
 from cmis_repo.migrate import migrate as run_migrations
 from cmis_repo.models import PlatformConnection, UpsertResult
 from cmis_repo.queries import query
 from cmis_repo.repository import PlatformConnectionRepository
+from cmis_repo.rotation import DEFAULT_BATCH_SIZE, RotationReport, count_rows, rotate_keys
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -132,3 +137,101 @@ def run(keep: bool) -> None:
     """The main job: migrate, then play the reconnect story."""
     _migrate()
     _demo(keep)
+
+
+#: Undecryptable values listed one by one at the end of rotate-keys; the rest are counted.
+_LISTED_UNDECRYPTABLE = 50
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    raise SystemExit(status)
+
+
+@main.command("rotate-keys")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Rows per batch; each batch is one transaction.",
+)
+@_friendly_errors
+def rotate_keys_command(batch_size: int) -> None:
+    """Re-encrypt every token under APP_KEY, reading old ones with APP_PREVIOUS_KEYS.
+
+    Rewrites access_token and refresh_token of every row (live and deleted,
+    every organisation) in batches of one transaction each, leaving updated_at
+    alone. Values already under APP_KEY are skipped, so an interrupted run
+    resumes when run again. A value no key decrypts is left as it is and
+    reported: exit status 1. Other errors exit with status 2.
+
+    Run it as the table's owner (without FORCE ROW LEVEL SECURITY), a superuser
+    or a BYPASSRLS role: a role subject to row-level security is refused rather
+    than rotating only the rows it can see.
+    """
+    try:
+        cipher = LaravelEncrypter.from_env()
+    except EncryptionKeyError as error:
+        _fail(str(error))
+    with connect(conninfo_from_env(), autocommit=True) as conn:
+        last = RotationReport()
+        console = Console(stderr=True)
+        progress_bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        try:
+            total = count_rows(conn)
+            with progress_bar:
+                task = progress_bar.add_task("rotating", total=total)
+
+                def on_batch(report: RotationReport) -> None:
+                    nonlocal last
+                    last = report
+                    committed = f"last committed connection_id {report.last_connection_id}"
+                    progress_bar.update(task, completed=report.rows_scanned, description=committed)
+                    if not console.is_terminal:
+                        click.echo(
+                            f"batch {report.batches}: {report.rows_scanned}/{total} rows, "
+                            + committed,
+                            err=True,
+                        )
+
+                report = rotate_keys(conn, cipher, batch_size=batch_size, progress=on_batch)
+        except KeyboardInterrupt:
+            if last.batches:
+                _print_rotation_summary(last)
+            _fail("interrupted; committed batches stay, run rotate-keys again to resume", 130)
+        except RepositoryError as error:
+            if last.batches:
+                _print_rotation_summary(last)
+            if isinstance(error, PermissionDeniedError):
+                _fail(
+                    f"{error}\nrotate-keys must see every organisation's rows: run it as the "
+                    "table's owner (without FORCE ROW LEVEL SECURITY), a superuser or a "
+                    "BYPASSRLS role"
+                )
+            _fail(str(error))
+    _print_rotation_summary(report)
+    if report.undecryptable:
+        click.echo("undecryptable values, left unchanged (is every old key in APP_PREVIOUS_KEYS?):")
+        for value in report.undecryptable[:_LISTED_UNDECRYPTABLE]:
+            click.echo(f"  {value.connection_id} {value.column}: {value.reason}")
+        if report.values_undecryptable > _LISTED_UNDECRYPTABLE:
+            click.echo(f"  ... and {report.values_undecryptable - _LISTED_UNDECRYPTABLE} more")
+        raise SystemExit(1)
+
+
+def _print_rotation_summary(report: RotationReport) -> None:
+    click.echo(f"rows scanned:          {report.rows_scanned}")
+    click.echo(f"values re-encrypted:   {report.values_reencrypted}")
+    click.echo(f"already current:       {report.values_already_current}")
+    click.echo(f"NULL (skipped):        {report.values_null}")
+    click.echo(f"undecryptable:         {report.values_undecryptable}")
+    click.echo(f"batches committed:     {report.batches}")
+    click.echo(f"last committed connection_id: {report.last_connection_id or '-'}")

@@ -99,3 +99,37 @@ SELECT format('GRANT EXECUTE ON FUNCTION %%s TO cmis_app', p.oid::regprocedure) 
 INSERT INTO cmis.orgs (org_id, name)
 VALUES (%(org_id)s::uuid, 'cmis-repo demo')
 ON CONFLICT (org_id) DO NOTHING;
+
+-- name: rotation_disable_row_security
+-- Key rotation (cmis_repo/rotation.py) must see every organisation's rows: with
+-- row_security off, a role that policies would filter gets an error (42501)
+-- instead of silently rotating one organisation's rows.
+SET LOCAL row_security = off;
+
+-- name: rotation_count_rows
+SELECT count(*) FROM cmis.platform_connections;
+
+-- name: rotation_first_batch
+SELECT connection_id, access_token, refresh_token
+  FROM cmis.platform_connections
+ ORDER BY connection_id
+ LIMIT %(batch_size)s::integer
+   FOR UPDATE;
+
+-- name: rotation_next_batch
+SELECT connection_id, access_token, refresh_token
+  FROM cmis.platform_connections
+ WHERE connection_id > %(after)s::uuid
+ ORDER BY connection_id
+ LIMIT %(batch_size)s::integer
+   FOR UPDATE;
+
+-- name: rotation_update
+-- A NULL new value keeps the stored one; updated_at is left alone (rotation
+-- does not change the connection). The rows are locked by the batch's SELECT.
+UPDATE cmis.platform_connections AS pc
+   SET access_token = coalesce(rotated.access_token, pc.access_token),
+       refresh_token = coalesce(rotated.refresh_token, pc.refresh_token)
+  FROM unnest(%(connection_ids)s::uuid[], %(access_tokens)s::text[], %(refresh_tokens)s::text[])
+       AS rotated (connection_id, access_token, refresh_token)
+ WHERE pc.connection_id = rotated.connection_id;
