@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # extensions (pgTAP, plpgsql_check).
 TEST_PGUSER ?= postgres
 
-.PHONY: run migrate demo test test-proc lint plpgsql-check bench system-deps clean
+.PHONY: run migrate demo test test-proc lint plpgsql-check bench bench-rotate-keys system-deps clean
 
 run: $(STAMP)
 	$(BIN)/cmis-repo run
@@ -38,6 +38,9 @@ plpgsql-check: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.upsert
+
+bench-rotate-keys: $(STAMP)
+	$(BIN)/python -m bench.rotate_keys
 
 system-deps:
 	scripts/install-system-deps.sh

@@ -18,6 +18,7 @@ import base64
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -30,29 +31,7 @@ from cmis_repo.rotation import DEFAULT_BATCH_SIZE, RotationReport, rotate_keys
 
 DBNAME = "cmis_bench_rotate_keys"
 
-SQL = parse(
-    f"""
--- name: drop_database
-DROP DATABASE IF EXISTS {DBNAME} WITH (FORCE);
-
--- name: create_database
-CREATE DATABASE {DBNAME};
-
--- name: copy_orgs
-COPY cmis.orgs (org_id, name) FROM STDIN;
-
--- name: copy_connections
-COPY cmis.platform_connections
-     (connection_id, org_id, platform, account_id, access_token, refresh_token, deleted_at)
-FROM STDIN;
-
--- name: analyze
-ANALYZE cmis.platform_connections;
-
--- name: sample
-SELECT access_token, refresh_token FROM cmis.platform_connections TABLESAMPLE SYSTEM (1);
-"""
-)
+SQL = parse(Path(__file__).with_name("rotate_keys.sql").read_text("utf-8"))
 
 
 def new_key() -> str:
