@@ -11,12 +11,20 @@ from cmis_repo.errors import (
     RepositoryError,
     UnknownOrganisationError,
 )
-from cmis_repo.models import STATUSES, JsonValue, Outcome, PlatformConnection, UpsertResult
+from cmis_repo.models import (
+    STATUSES,
+    ConnectionInput,
+    JsonValue,
+    Outcome,
+    PlatformConnection,
+    UpsertResult,
+)
 from cmis_repo.repository import PlatformConnectionRepository
 
 __all__ = [
     "STATUSES",
     "ConflictError",
+    "ConnectionInput",
     "DecryptionError",
     "EncryptionKeyError",
     "InvalidInputError",

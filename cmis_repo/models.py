@@ -61,6 +61,29 @@ class PlatformConnection:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionInput:
+    """One connection for :meth:`PlatformConnectionRepository.upsert_many`.
+
+    The fields of :meth:`~PlatformConnectionRepository.upsert` after
+    ``org_id``, with the same defaults: ``None`` keeps the stored value, and
+    ``status`` defaults to ``"active"`` so that a reconnect re-activates.
+    Tokens are kept out of ``repr``.
+    """
+
+    platform: str
+    account_id: str
+    account_name: str | None = None
+    status: str | None = "active"
+    access_token: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    token_expires_at: datetime | None = None
+    scopes: JsonValue = None
+    account_metadata: JsonValue = None
+    auto_sync: bool | None = None
+    sync_frequency_minutes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UpsertResult:
     """The row as stored after an upsert, and how it got there."""
 

@@ -31,6 +31,14 @@ SELECT u.*
         p_auto_sync => %(auto_sync)s::pg_catalog.bool,
         p_sync_frequency_minutes => %(sync_frequency_minutes)s::pg_catalog.int4) AS u;
 
+-- name: upsert_many
+SELECT m.*
+  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
+ CROSS JOIN LATERAL cmis.upsert_platform_connections(
+        p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
+        p_rows => %(rows)s::pg_catalog.jsonb) AS m
+ ORDER BY m.ord;
+
 -- name: soft_delete
 SELECT d.*
   FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, LiteralString, TypeVar
 from uuid import UUID
@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from cmis_repo.encryption import TokenCipher
 from cmis_repo.errors import DecryptionError, InvalidInputError, NotFoundError, run_translated
 from cmis_repo.models import (
+    ConnectionInput,
     JsonValue,
     PlatformConnection,
     UpsertResult,
@@ -163,6 +164,50 @@ class PlatformConnectionRepository:
             result.connection.connection_id,
         )
         return result
+
+    def upsert_many(self, org_id: UUID, rows: Iterable[ConnectionInput]) -> list[UpsertResult]:
+        """Restore-or-create many connections of one organisation in one database call.
+
+        Each element gets what :meth:`upsert` would give it; the results are in
+        input order. A bad element raises :class:`InvalidInputError` naming its
+        position (1-based) and nothing is written; so does the same
+        (platform, account_id) twice. For sync jobs: one call holds the
+        organisation's lock, so single upserts of that organisation wait for it.
+        """
+        elements: list[dict[str, object]] = []
+        known: dict[str, str | None] = {}
+        for row in rows:
+            access, refresh = self._seal(row.access_token), self._seal(row.refresh_token)
+            if self._cipher is not None:
+                for sealed, plain in ((access, row.access_token), (refresh, row.refresh_token)):
+                    if sealed is not None:
+                        known[sealed] = plain
+            element: dict[str, object] = {
+                "platform": row.platform,
+                "account_id": row.account_id,
+                "status": row.status,
+            }
+            optional = {
+                "account_name": row.account_name,
+                "access_token": access,
+                "refresh_token": refresh,
+                "token_expires_at": None
+                if row.token_expires_at is None
+                else row.token_expires_at.isoformat(),
+                "scopes": row.scopes,
+                "account_metadata": row.account_metadata,
+                "auto_sync": row.auto_sync,
+                "sync_frequency_minutes": row.sync_frequency_minutes,
+            }
+            element.update((name, value) for name, value in optional.items() if value is not None)
+            elements.append(element)
+        results = self._fetch(
+            "upsert_many", {"org_id": org_id, "rows": Jsonb(elements)}, upsert_result_row
+        )
+        if self._cipher is not None:
+            results = [UpsertResult(r.outcome, self._open(r.connection, known)) for r in results]
+        logger.debug("upsert_many %s: %d connection(s)", org_id, len(results))
+        return results
 
     def get(
         self, org_id: UUID, connection_id: UUID, *, include_deleted: bool = False

@@ -69,7 +69,13 @@ from psycopg.errors import Diagnostic
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from cmis_repo import InvalidInputError, Outcome, PlatformConnectionRepository, RepositoryError
+from cmis_repo import (
+    ConnectionInput,
+    InvalidInputError,
+    Outcome,
+    PlatformConnectionRepository,
+    RepositoryError,
+)
 from tests.conftest import make_org
 
 #: Every function of schema cmis; test_every_cmis_function_is_covered_here keeps it true.
@@ -80,6 +86,7 @@ CMIS_FUNCTIONS = (
     "soft_delete_platform_connection",
     "restore_platform_connection",
     "purge_platform_connections",
+    "upsert_platform_connections",
 )
 
 
@@ -426,6 +433,13 @@ UNPINNED_CALLS = [
         {"< (interval, interval)", "= (uuid, uuid)", "clock_timestamp()"},
         id="purge",
     ),
+    pytest.param(
+        "upsert_platform_connections",
+        """SELECT * FROM victim.upsert_platform_connections(
+               %(org)s, '[{"platform": "meta", "account_id": "acct"}]')""",
+        {"hashtext(text)", "pg_advisory_xact_lock(integer, integer)", "clock_timestamp()"},
+        id="bulk-upsert",
+    ),
 ]
 
 
@@ -625,6 +639,29 @@ def test_every_function_ignores_a_hostile_search_path(trap, db, org_id, connect,
     assert rows == [(connection_id, "act_1", "token-3", "active", None, True)]
     assert _lock_is_held(connect, org_id, "act_locked"), "the key lock was not taken"
     assert not _lock_is_held(connect, org_id, "act_other"), "sanity: other keys are free"
+
+
+@pytest.mark.parametrize("current_org", ["unset", "same-org"])
+def test_the_bulk_call_ignores_a_hostile_search_path(trap, db, org_id, current_org):
+    """cmis.upsert_platform_connections, through SQL and the repository: create,
+    update, then restore after a disconnect, all under the hostile path."""
+    if current_org == "same-org":
+        _set_current_org(db, org_id)
+    rows = (
+        '[{"platform": "meta", "account_id": "bulk_1"}, {"platform": "google", "account_id": "b2"}]'
+    )
+    bulk = "SELECT outcome, connection_id FROM cmis.upsert_platform_connections(%s, %s)"
+    trap.arm()
+    created = db.execute(bulk, (org_id, rows)).fetchall()
+    assert [outcome for outcome, _ in created] == ["created", "created"]
+    assert [o for o, _ in db.execute(bulk, (org_id, rows)).fetchall()] == ["updated", "updated"]
+    assert SqlCalls(db).soft_delete(org_id, created[0][1])
+    again = PlatformConnectionRepository(db).upsert_many(
+        org_id, [ConnectionInput("meta", "bulk_1"), ConnectionInput("linkedin", "b3")]
+    )
+    assert [r.outcome for r in again] == [Outcome.RESTORED, Outcome.CREATED]
+    assert again[0].connection.connection_id == created[0][1]
+    _assert_untouched(trap)
 
 
 # Regression: the repository's statements once called set_config(...) and

@@ -62,6 +62,7 @@ FUNCTIONS = [
     "restore_platform_connection",
     "soft_delete_platform_connection",
     "upsert_platform_connection",
+    "upsert_platform_connections",
 ]
 LEGACY_TIME_ZONE = "Asia/Kathmandu"
 UTC = dt.UTC

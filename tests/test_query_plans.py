@@ -32,6 +32,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from cmis_repo.queries import query
@@ -410,6 +411,20 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
             (key(50_000 + n).org_id,),
         )
 
+    # The bulk call, seven times over a mix of live, deleted-only and new keys
+    # of one org (ORGS apart, key numbers share an org).
+    for n in range(7):
+        base = 3 * ORGS * n
+        batch = [key(60_000 + base + ORGS * j) for j in range(40)] + [key(500_000 + base)]
+        org = batch[0].org_id
+        assert all(k.org_id == org for k in batch)
+        elements = [{"platform": k.platform, "account_id": k.account_id} for k in batch]
+        bulk_outcomes = plans_conn.execute(
+            "SELECT DISTINCT outcome FROM cmis.upsert_platform_connections(%s, %s)",
+            (org, Jsonb(elements)),
+        ).fetchall()
+        assert bulk_outcomes
+
     plans = _collect_plans(notices)
     nested = [
         p
@@ -419,6 +434,7 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
         and "soft_delete_platform_connection(" not in p.query_text
         and "restore_platform_connection(" not in p.query_text
         and "purge_platform_connections(" not in p.query_text
+        and "upsert_platform_connections(" not in p.query_text
     ]
     assert nested, "auto_explain logged no nested statement: " + "\n".join(notices[:5])
 
@@ -433,6 +449,9 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
         "restore live check": r"c\.connection_id <> p_connection_id",
         "restore update": r"SET deleted_at = NULL, updated_at = clock_timestamp\(\)",
         "purge delete": r"DELETE FROM cmis\.platform_connections",
+        "bulk update live rows": r"\), u AS \(\s+UPDATE cmis\.platform_connections AS c",
+        "bulk undelete": r"WITH pending AS",
+        "bulk insert": r"WITH i AS MATERIALIZED",
     }
     for kind, pattern in kinds.items():
         seen = [p for p in nested if re.search(pattern, p.query_text)]
@@ -441,4 +460,10 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
     for logged in nested:
         check_plan(logged.plan, table_indexes, logged.query_text.strip())
         if "ON CONFLICT" in logged.query_text:
-            assert logged.plan["Conflict Arbiter Indexes"] == ["idx_platform_connections_unique"]
+            # The INSERT's node: at the top, or inside a CTE (the bulk call).
+            arbiters = [
+                n["Conflict Arbiter Indexes"]
+                for n in plan_nodes(logged.plan)
+                if "Conflict Arbiter Indexes" in n
+            ]
+            assert arbiters == [["idx_platform_connections_unique"]], describe(logged.plan)

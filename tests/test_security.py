@@ -74,7 +74,7 @@ def test_functions_run_with_the_callers_rights_and_a_pinned_search_path(db):
         """SELECT p.proname, p.prosecdef, p.proconfig
              FROM pg_proc p WHERE p.pronamespace = 'cmis'::regnamespace"""
     ).fetchall()
-    assert len(rows) == 6
+    assert len(rows) == 7
     for name, security_definer, config in rows:
         assert not security_definer, f"{name} must not bypass row-level security"
         assert config, f"{name} has no SET clause"

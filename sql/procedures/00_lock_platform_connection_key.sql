@@ -9,8 +9,12 @@ VOLATILE
 PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $function$
-    -- Two 32-bit keys: the first names this lock space, the second the
-    -- connection key. A hash collision only makes two keys wait for each other.
+    -- Two 32-bit keys each: the first names the lock space, the second the
+    -- organisation or the connection key. A hash collision only makes two
+    -- keys wait for each other. The organisation's lock, shared here, is the
+    -- one upsert_platform_connections (bulk) holds exclusively; taken first.
+    SELECT pg_advisory_xact_lock_shared(
+        hashtext('cmis.platform_connections/org'), hashtext(p_org_id::text));
     SELECT pg_advisory_xact_lock(
         hashtext('cmis.platform_connections'),
         hashtext(p_org_id::text || E'\x1f' || p_platform || E'\x1f' || p_account_id));
@@ -18,7 +22,10 @@ $function$;
 
 COMMENT ON FUNCTION cmis.lock_platform_connection_key(uuid, text, text) IS
 'Take the transaction-scoped advisory lock that serialises every cmis-repo write to one
-(org_id, platform, account_id) key. upsert_platform_connection, soft_delete_platform_connection
-and restore_platform_connection take it; SQL of your own that reads-then-writes one key can take
-it too: SELECT cmis.lock_platform_connection_key(org, platform, account). It is released at the
-end of the transaction. Lock several keys in one transaction in a fixed order to avoid deadlocks.';
+(org_id, platform, account_id) key, after the organisation''s lock in shared mode (which the bulk
+upsert_platform_connections holds exclusively). upsert_platform_connection,
+soft_delete_platform_connection and restore_platform_connection take it; SQL of your own that
+reads-then-writes one key can take it too: SELECT cmis.lock_platform_connection_key(org, platform,
+account). Both are released at the end of the transaction. Lock several keys in one transaction in
+a fixed order to avoid deadlocks; for many keys prefer the bulk call (one lock per key fills the
+server''s lock table).';

@@ -1,4 +1,4 @@
--- The objects a caller relies on: the six functions (signature, result,
+-- The objects a caller relies on: the seven functions (signature, result,
 -- pinned search_path, comment) and the indexes of cmis.platform_connections.
 --
 -- Run by hand:  psql -X -v ON_ERROR_STOP=1 -d cmis -f tests/sql/00_schema.sql
@@ -10,7 +10,7 @@
 
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(41);
+SELECT plan(47);
 
 -- upsert_platform_connection's argument types, in order (as :'upsert_args').
 SELECT ARRAY['uuid', 'text', 'text', 'text', 'text', 'text', 'text', 'timestamp with time zone',
@@ -31,13 +31,16 @@ SELECT has_function('cmis', 'purge_platform_connections', ARRAY['uuid', 'interva
                     'cmis.purge_platform_connections(uuid, interval) exists');
 SELECT has_function('cmis', 'assert_platform_connection_org_scope', ARRAY['uuid'],
                     'cmis.assert_platform_connection_org_scope(uuid) exists');
+SELECT has_function('cmis', 'upsert_platform_connections', ARRAY['uuid', 'jsonb'],
+                    'cmis.upsert_platform_connections(uuid, jsonb) exists');
 
 SELECT is(
     (SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
       WHERE pronamespace = 'cmis'::regnamespace AND proname ~ 'platform_connection'),
     ARRAY['assert_platform_connection_org_scope', 'lock_platform_connection_key',
           'purge_platform_connections', 'restore_platform_connection',
-          'soft_delete_platform_connection', 'upsert_platform_connection'],
+          'soft_delete_platform_connection', 'upsert_platform_connection',
+          'upsert_platform_connections'],
     'each function has exactly one overload (a call can never pick a stale one)');
 
 ---------------------------------------------------------------------------
@@ -56,6 +59,20 @@ SELECT function_returns('cmis', 'purge_platform_connections', ARRAY['uuid', 'int
                         'bigint', 'purge returns how many rows it deleted');
 SELECT function_returns('cmis', 'assert_platform_connection_org_scope', ARRAY['uuid'],
                         'void', 'assert_platform_connection_org_scope returns void');
+SELECT function_returns('cmis', 'upsert_platform_connections', ARRAY['uuid', 'jsonb'],
+                        'setof record', 'the bulk upsert returns a table (RETURNS TABLE)');
+
+-- The bulk call's result columns: ord, outcome, then every column of the table in order.
+SELECT is(
+    (SELECT array_agg(name ORDER BY ord)
+       FROM pg_proc AS p,
+            unnest(p.proargnames, p.proargmodes) WITH ORDINALITY AS a (name, mode, ord)
+      WHERE p.oid = 'cmis.upsert_platform_connections'::regproc AND a.mode = 't'),
+    ARRAY['ord', 'outcome']::text[] || (
+        SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+         WHERE attrelid = 'cmis.platform_connections'::regclass
+           AND attnum > 0 AND NOT attisdropped),
+    'the bulk upsert returns ord, outcome and every column of cmis.platform_connections');
 
 -- upsert's result columns: outcome, then every column of the table in order.
 SELECT is(
@@ -82,6 +99,8 @@ SELECT isnt_definer('cmis', 'purge_platform_connections', ARRAY['uuid', 'interva
                     'purge runs as the caller (SECURITY INVOKER)');
 SELECT isnt_definer('cmis', 'assert_platform_connection_org_scope', ARRAY['uuid'],
                     'assert_platform_connection_org_scope runs as the caller (SECURITY INVOKER)');
+SELECT isnt_definer('cmis', 'upsert_platform_connections', ARRAY['uuid', 'jsonb'],
+                    'the bulk upsert runs as the caller (SECURITY INVOKER)');
 
 -- "Pinned": SET search_path on the function itself, naming neither public
 -- nor "$user", with pg_temp listed explicitly (last) so that no temporary

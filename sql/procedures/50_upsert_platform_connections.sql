@@ -1,0 +1,393 @@
+CREATE OR REPLACE FUNCTION cmis.upsert_platform_connections(
+    p_org_id uuid,
+    p_rows jsonb
+)
+RETURNS TABLE (
+    ord integer,
+    outcome text,
+    connection_id uuid,
+    org_id uuid,
+    platform varchar,
+    account_id varchar,
+    account_name varchar,
+    status varchar,
+    access_token text,
+    refresh_token text,
+    token_expires_at timestamptz,
+    scopes jsonb,
+    account_metadata jsonb,
+    last_sync_at timestamptz,
+    last_error_at timestamptz,
+    last_error_message text,
+    auto_sync boolean,
+    sync_frequency_minutes integer,
+    created_at timestamptz,
+    updated_at timestamptz,
+    deleted_at timestamptz
+)
+LANGUAGE plpgsql
+VOLATILE
+PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $function$
+#variable_conflict use_column
+DECLARE
+    c_statuses constant text[] := ARRAY['pending', 'active', 'warning', 'expired', 'revoked', 'error'];
+    c_fields constant text[] := ARRAY['platform', 'account_id', 'account_name', 'status', 'access_token',
+        'refresh_token', 'token_expires_at', 'scopes', 'account_metadata', 'auto_sync',
+        'sync_frequency_minutes'];
+    -- As in upsert_platform_connection: only SQL that does not take our key
+    -- locks (the app's own) can make a pass fail, and the last cannot fail.
+    c_max_attempts constant int := 3;
+    v_count int;
+    v_first_bad bigint;
+    v_bad record;
+    v_platform text[];
+    v_account_id text[];
+    v_account_name text[];
+    v_status text[];
+    v_access_token text[];
+    v_refresh_token text[];
+    v_token_expires_at timestamptz[];
+    v_scopes jsonb[];
+    v_account_metadata jsonb[];
+    v_auto_sync boolean[];
+    v_sync_frequency_minutes int[];
+    v_now timestamptz;
+    -- Per element: 0 still to do, 1 updated, 2 restored, 3 created. An int
+    -- array with no NULLs, so that v_state[n] is found without a scan.
+    v_state int[];
+    v_row cmis.platform_connections[];
+    v_restored uuid[];
+    v_done record;
+BEGIN
+    ------------------------------------------------------------------------
+    -- Check every element before anything is written.
+    ------------------------------------------------------------------------
+    IF p_org_id IS NULL OR p_rows IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN p_org_id IS NULL THEN 'p_org_id' ELSE 'p_rows' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF jsonb_typeof(p_rows) <> 'array' THEN
+        RAISE EXCEPTION 'p_rows must be a JSON array of objects, got a JSON %', jsonb_typeof(p_rows)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass [{"platform": "meta", "account_id": "act_1", ...}, ...].';
+    END IF;
+    v_count := jsonb_array_length(p_rows);
+
+    -- Find the first bad element cheaply (these are the checks listed one by
+    -- one below, OR'ed), then say what is wrong with it.
+    SELECT min(e.ord) INTO v_first_bad
+      FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS e (o, ord)
+     WHERE jsonb_typeof(e.o) <> 'object'
+        OR CASE WHEN jsonb_typeof(e.o) = 'object' THEN e.o - c_fields <> '{}' END
+        OR jsonb_typeof(e.o -> 'platform') NOT IN ('string', 'null')
+        OR jsonb_typeof(e.o -> 'account_id') NOT IN ('string', 'null')
+        OR jsonb_typeof(e.o -> 'account_name') NOT IN ('string', 'null')
+        OR jsonb_typeof(e.o -> 'status') NOT IN ('string', 'null')
+        OR jsonb_typeof(e.o -> 'access_token') NOT IN ('string', 'null')
+        OR jsonb_typeof(e.o -> 'refresh_token') NOT IN ('string', 'null')
+        OR jsonb_typeof(e.o -> 'token_expires_at') NOT IN ('string', 'null')
+        OR jsonb_typeof(e.o -> 'auto_sync') NOT IN ('boolean', 'null')
+        OR CASE coalesce(jsonb_typeof(e.o -> 'sync_frequency_minutes'), 'null')
+               WHEN 'null' THEN false
+               WHEN 'number' THEN CASE WHEN e.o ->> 'sync_frequency_minutes' ~ '^-?[0-9]{1,9}$'
+                                       THEN (e.o ->> 'sync_frequency_minutes')::int <= 0 ELSE true END
+               ELSE true END
+        OR e.o ->> 'platform' IS NULL
+        OR e.o ->> 'platform' !~ '^[a-z0-9]+([_-][a-z0-9]+)*$'
+        OR char_length(e.o ->> 'platform') > 50
+        OR e.o ->> 'account_id' IS NULL
+        OR e.o ->> 'account_id' !~ '[^[:space:]]'
+        OR e.o ->> 'account_id' ~ '^[[:space:]]|[[:space:]]$'
+        OR char_length(e.o ->> 'account_id') > 255
+        OR char_length(e.o ->> 'account_name') > 255
+        OR e.o ->> 'status' <> ALL (c_statuses);
+
+    -- What is wrong with it: its first problem, in the order the single call
+    -- checks its arguments.
+    IF v_first_bad IS NOT NULL THEN
+        SELECT e.ord, problem.code, problem.message, problem.hint INTO v_bad
+          FROM (SELECT p_rows -> (v_first_bad - 1)::int AS element, v_first_bad AS ord) AS e
+         CROSS JOIN LATERAL (
+                SELECT CASE WHEN jsonb_typeof(e.element) = 'object' THEN e.element ELSE '{}' END AS o,
+                       jsonb_typeof(e.element) AS kind
+               ) AS x
+         CROSS JOIN LATERAL (
+                SELECT x.o ->> 'platform' AS platform, x.o ->> 'account_id' AS account_id,
+                       x.o ->> 'account_name' AS account_name, x.o ->> 'status' AS status,
+                       (SELECT min(k) FROM jsonb_object_keys(x.o) AS k WHERE k <> ALL (c_fields)) AS unknown,
+                       (SELECT min(k) FROM jsonb_each(x.o) AS f (k, v)
+                         WHERE (k IN ('platform', 'account_id', 'account_name', 'status', 'access_token',
+                                      'refresh_token', 'token_expires_at')
+                                AND jsonb_typeof(v) NOT IN ('string', 'null'))
+                            OR (k = 'auto_sync' AND jsonb_typeof(v) NOT IN ('boolean', 'null'))
+                            OR (k = 'sync_frequency_minutes'
+                                AND NOT (jsonb_typeof(v) = 'null'
+                                         OR (jsonb_typeof(v) = 'number' AND v::text ~ '^-?[0-9]{1,9}$')))
+                       ) AS mistyped
+               ) AS f
+         CROSS JOIN LATERAL (
+                SELECT c.code, c.message, c.hint
+                  FROM (VALUES
+                    (1, x.kind <> 'object', '22023', format('is a JSON %s, not an object', x.kind), NULL),
+                    (2, f.unknown IS NOT NULL, '22023', format('has an unknown field %s', quote_ident(f.unknown)),
+                        'The fields are ' || array_to_string(c_fields, ', ') || '.'),
+                    (3, f.mistyped IS NOT NULL, '22023', format('field %s has the wrong JSON type', f.mistyped),
+                        'Text fields and token_expires_at take strings, auto_sync true/false, '
+                        'sync_frequency_minutes an integer; null keeps the stored value.'),
+                    (4, f.platform IS NULL, '22004', 'platform must not be NULL', 'Pass a lower-case slug such as ''meta''.'),
+                    (5, f.platform !~ '[^[:space:]]', '22023', 'platform must not be blank', NULL),
+                    (6, f.platform !~ '^[a-z0-9]+([_-][a-z0-9]+)*$', '22023',
+                        format('platform must be a lower-case slug, got %s', quote_literal(left(f.platform, 60))),
+                        'Use lower-case letters and digits, words joined by - or _, such as ''meta'' or ''google_ads''.'),
+                    (7, char_length(f.platform) > 50, '22001',
+                        format('platform is %s characters long; at most 50 fit', char_length(f.platform)), NULL),
+                    (8, f.account_id IS NULL, '22004', 'account_id must not be NULL', 'Pass the account''s id on the ad platform.'),
+                    (9, f.account_id !~ '[^[:space:]]', '22023', 'account_id must not be blank', NULL),
+                    (10, f.account_id ~ '^[[:space:]]|[[:space:]]$', '22023',
+                        format('account_id must not start or end with white space, got %s', quote_literal(left(f.account_id, 60))),
+                        'Trim the account id before passing it.'),
+                    (11, char_length(f.account_id) > 255, '22001',
+                        format('account_id is %s characters long; at most 255 fit', char_length(f.account_id)), NULL),
+                    (12, char_length(f.account_name) > 255, '22001',
+                        format('account_name is %s characters long; at most 255 fit', char_length(f.account_name)), NULL),
+                    (13, f.status <> ALL (c_statuses), '22023',
+                        format('status must be one of %s, got %s', array_to_string(c_statuses, ', '),
+                               quote_literal(left(f.status, 60))),
+                        'Leave it out to re-activate (''active''), or pass null to keep the stored status.'),
+                    (14, CASE WHEN f.mistyped IS NULL AND jsonb_typeof(x.o -> 'sync_frequency_minutes') = 'number'
+                              THEN (x.o ->> 'sync_frequency_minutes')::int <= 0 END, '22023',
+                        format('sync_frequency_minutes must be a positive number of minutes, got %s',
+                               x.o ->> 'sync_frequency_minutes'), NULL)
+                  ) AS c (priority, failed, code, message, hint)
+                 WHERE c.failed
+                 ORDER BY c.priority
+                 LIMIT 1
+               ) AS problem;
+        RAISE EXCEPTION 'p_rows element % %', v_first_bad, coalesce(v_bad.message, 'is not valid')
+            USING ERRCODE = coalesce(v_bad.code, '22023'),
+                  HINT = coalesce(v_bad.hint, 'Fix that element; nothing was written.');
+    END IF;
+
+    -- The fields, one array each, indexed by position in p_rows. A timestamp
+    -- that does not read as one is found element by element, only then.
+    BEGIN
+        SELECT array_agg(e ->> 'platform' ORDER BY n), array_agg(e ->> 'account_id' ORDER BY n),
+               array_agg(e ->> 'account_name' ORDER BY n),
+               array_agg(CASE WHEN e ? 'status' THEN e ->> 'status' ELSE 'active' END ORDER BY n),
+               array_agg(e ->> 'access_token' ORDER BY n), array_agg(e ->> 'refresh_token' ORDER BY n),
+               array_agg((e ->> 'token_expires_at')::timestamptz ORDER BY n),
+               array_agg(NULLIF(e -> 'scopes', 'null') ORDER BY n),
+               array_agg(NULLIF(e -> 'account_metadata', 'null') ORDER BY n),
+               array_agg((e ->> 'auto_sync')::boolean ORDER BY n),
+               array_agg((e ->> 'sync_frequency_minutes')::int ORDER BY n)
+          INTO v_platform, v_account_id, v_account_name, v_status, v_access_token, v_refresh_token,
+               v_token_expires_at, v_scopes, v_account_metadata, v_auto_sync, v_sync_frequency_minutes
+          FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS a (e, n);
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_time_zone_displacement_value THEN
+        FOR v_bad IN SELECT a.e, a.n FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS a (e, n) LOOP
+            BEGIN
+                PERFORM (v_bad.e ->> 'token_expires_at')::timestamptz;
+            EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+                           OR invalid_time_zone_displacement_value THEN
+                RAISE EXCEPTION 'p_rows element % token_expires_at is not a timestamp, got %',
+                        v_bad.n, quote_literal(left(v_bad.e ->> 'token_expires_at', 60))
+                    USING ERRCODE = 'invalid_datetime_format',
+                          HINT = 'Pass an ISO 8601 timestamp with a time zone, such as ''2026-01-31T12:00:00Z''.';
+            END;
+        END LOOP;
+        RAISE;  -- not reached: one of the elements failed above
+    END;
+
+    -- The same key twice would be two answers for one row.
+    SELECT min(k.n) AS first, max(k.n) AS second, k.platform, k.account_id INTO v_bad
+      FROM unnest(v_platform, v_account_id) WITH ORDINALITY AS k (platform, account_id, n)
+     GROUP BY k.platform, k.account_id
+    HAVING count(*) > 1
+     ORDER BY 1
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'p_rows elements % and % both name platform % account_id %',
+                v_bad.first, v_bad.second, quote_literal(v_bad.platform), quote_literal(left(v_bad.account_id, 60))
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass each key once per call.';
+    END IF;
+
+    PERFORM cmis.assert_platform_connection_org_scope(p_org_id);
+    IF v_count = 0 THEN
+        RETURN;
+    END IF;
+    -- No row can name an org missing from cmis.orgs (the foreign key): every
+    -- element would be a create, which needs the org.
+    IF NOT EXISTS (SELECT FROM cmis.orgs AS o WHERE o.org_id = p_org_id) THEN
+        RAISE EXCEPTION 'unknown organisation: p_org_id % is not in cmis.orgs', p_org_id
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Create the organisation first, or pass the org_id of an existing one.';
+    END IF;
+
+    -- The organisation's lock, exclusive: every single-key write of ours holds
+    -- it shared (cmis.lock_platform_connection_key), so this call waits for
+    -- the ones under way and the next ones wait for it, and two bulk calls for
+    -- one org take turns. One lock, however many rows: a lock per key would
+    -- exhaust the server's shared lock table (max_locks_per_transaction).
+    PERFORM pg_advisory_xact_lock(hashtext('cmis.platform_connections/org'), hashtext(p_org_id::text));
+    v_now := clock_timestamp();
+    v_state := array_fill(0, ARRAY[v_count]);
+    v_row := array_fill(NULL::cmis.platform_connections, ARRAY[v_count]);
+
+    FOR v_attempt IN 1 .. c_max_attempts LOOP
+        v_restored := '{}';
+        -- Fast path: live rows are updated in place. After an undelete, the
+        -- same statement fills in the rows just restored.
+        FOR v_pass IN 1 .. 2 LOOP
+            FOR v_done IN
+                WITH i AS (
+                    SELECT k.*
+                      FROM unnest(v_platform, v_account_id, v_account_name, v_status, v_access_token,
+                                  v_refresh_token, v_token_expires_at, v_scopes, v_account_metadata,
+                                  v_auto_sync, v_sync_frequency_minutes)
+                           WITH ORDINALITY AS k (platform, account_id, account_name, status, access_token,
+                                                 refresh_token, token_expires_at, scopes, account_metadata,
+                                                 auto_sync, sync_frequency_minutes, n)
+                     WHERE v_state[k.n] = 0
+                ), u AS (
+                UPDATE cmis.platform_connections AS c
+                   SET account_name = COALESCE(i.account_name, c.account_name),
+                       status = COALESCE(i.status, c.status),
+                       access_token = COALESCE(i.access_token, c.access_token),
+                       refresh_token = COALESCE(i.refresh_token, c.refresh_token),
+                       token_expires_at = COALESCE(i.token_expires_at, c.token_expires_at),
+                       scopes = COALESCE(i.scopes, c.scopes),
+                       account_metadata = COALESCE(i.account_metadata, c.account_metadata),
+                       auto_sync = COALESCE(i.auto_sync, c.auto_sync),
+                       sync_frequency_minutes = COALESCE(i.sync_frequency_minutes, c.sync_frequency_minutes),
+                       updated_at = v_now
+                  FROM i
+                 WHERE c.org_id = p_org_id AND c.platform = i.platform AND c.account_id = i.account_id
+                   AND c.deleted_at IS NULL
+                RETURNING i.n, c
+                )
+                SELECT u.n, u.c, r.id IS NOT NULL AS restored
+                  FROM u LEFT JOIN unnest(v_restored) AS r (id) ON r.id = (u.c).connection_id
+            LOOP
+                v_row[v_done.n] := v_done.c;
+                v_state[v_done.n] := CASE WHEN v_done.restored THEN 2 ELSE 1 END;
+            END LOOP;
+            EXIT WHEN v_pass = 2 OR v_attempt = c_max_attempts;
+
+            -- Undelete the newest deleted row of each key still pending,
+            -- preferring one nobody else is changing (see upsert_platform_connection).
+            BEGIN
+                WITH pending AS (
+                    SELECT k.platform, k.account_id
+                      FROM unnest(v_platform, v_account_id) WITH ORDINALITY AS k (platform, account_id, n)
+                     WHERE v_state[k.n] = 0
+                ), chosen AS (
+                    SELECT COALESCE(unlocked.connection_id, newest.connection_id) AS connection_id
+                      FROM pending AS p
+                     CROSS JOIN LATERAL (
+                            SELECT d.connection_id FROM cmis.platform_connections AS d
+                             WHERE d.org_id = p_org_id AND d.platform = p.platform
+                               AND d.account_id = p.account_id AND d.deleted_at IS NOT NULL
+                             ORDER BY d.deleted_at DESC
+                             LIMIT 1) AS newest
+                      LEFT JOIN LATERAL (
+                            SELECT d.connection_id FROM cmis.platform_connections AS d
+                             WHERE d.org_id = p_org_id AND d.platform = p.platform
+                               AND d.account_id = p.account_id AND d.deleted_at IS NOT NULL
+                             ORDER BY d.deleted_at DESC
+                             LIMIT 1
+                               FOR UPDATE SKIP LOCKED) AS unlocked ON true
+                ), undeleted AS (
+                    UPDATE cmis.platform_connections AS c
+                       SET deleted_at = NULL
+                      FROM chosen
+                     WHERE c.connection_id = chosen.connection_id AND c.deleted_at IS NOT NULL
+                    RETURNING c.connection_id
+                )
+                SELECT coalesce(array_agg(u.connection_id), '{}') INTO v_restored FROM undeleted AS u;
+            EXCEPTION WHEN unique_violation THEN
+                -- SQL that does not take our locks made a live row for one
+                -- of the keys: go round, the fast path updates it.
+                v_restored := NULL;
+            END;
+            EXIT WHEN v_restored IS NULL OR cardinality(v_restored) = 0;
+        END LOOP;
+        CONTINUE WHEN v_restored IS NULL;
+
+        -- Create the rest (or fill in a row that SQL of the app's made live
+        -- meanwhile).
+        FOR v_done IN
+            WITH i AS MATERIALIZED (
+                SELECT k.*, gen_random_uuid() AS new_id
+                  FROM unnest(v_platform, v_account_id, v_account_name, v_status, v_access_token,
+                              v_refresh_token, v_token_expires_at, v_scopes, v_account_metadata,
+                              v_auto_sync, v_sync_frequency_minutes)
+                       WITH ORDINALITY AS k (platform, account_id, account_name, status, access_token,
+                                             refresh_token, token_expires_at, scopes, account_metadata,
+                                             auto_sync, sync_frequency_minutes, n)
+                 WHERE v_state[k.n] = 0
+            ), written AS (
+                INSERT INTO cmis.platform_connections AS c (
+                    connection_id, org_id, platform, account_id, account_name, status,
+                    access_token, refresh_token, token_expires_at, scopes, account_metadata,
+                    auto_sync, sync_frequency_minutes, created_at, updated_at)
+                SELECT i.new_id, p_org_id, i.platform, i.account_id, i.account_name, COALESCE(i.status, 'active'),
+                       i.access_token, i.refresh_token, i.token_expires_at, i.scopes, i.account_metadata,
+                       COALESCE(i.auto_sync, true), COALESCE(i.sync_frequency_minutes, 15), v_now, v_now
+                  FROM i
+                 ORDER BY i.n
+                ON CONFLICT (org_id, platform, account_id) WHERE deleted_at IS NULL
+                DO UPDATE
+                   SET (account_name, status, access_token, refresh_token, token_expires_at, scopes,
+                        account_metadata, auto_sync, sync_frequency_minutes, updated_at) = (
+                       SELECT COALESCE(i2.account_name, c.account_name), COALESCE(i2.status, c.status),
+                              COALESCE(i2.access_token, c.access_token),
+                              COALESCE(i2.refresh_token, c.refresh_token),
+                              COALESCE(i2.token_expires_at, c.token_expires_at),
+                              COALESCE(i2.scopes, c.scopes), COALESCE(i2.account_metadata, c.account_metadata),
+                              COALESCE(i2.auto_sync, c.auto_sync),
+                              COALESCE(i2.sync_frequency_minutes, c.sync_frequency_minutes), v_now
+                         FROM i AS i2
+                        WHERE i2.new_id = EXCLUDED.connection_id)
+                RETURNING c
+            )
+            SELECT i.n, w.c, (w.c).connection_id = i.new_id AS created
+              FROM written AS w
+              JOIN i ON i.platform = (w.c).platform AND i.account_id = (w.c).account_id
+        LOOP
+            v_row[v_done.n] := v_done.c;
+            v_state[v_done.n] := CASE WHEN v_done.created THEN 3 ELSE 1 END;
+        END LOOP;
+        EXIT;
+    END LOOP;
+
+    -- unnest spreads each row over its columns, after the state.
+    RETURN QUERY
+        SELECT r.ordinality::int, (ARRAY['updated', 'restored', 'created'])[r.state], r.connection_id, r.org_id, r.platform, r.account_id,
+               r.account_name, r.status, r.access_token, r.refresh_token, r.token_expires_at, r.scopes,
+               r.account_metadata, r.last_sync_at, r.last_error_at, r.last_error_message, r.auto_sync,
+               r.sync_frequency_minutes, r.created_at, r.updated_at, r.deleted_at
+          FROM unnest(v_state, v_row) WITH ORDINALITY AS r (state)
+         ORDER BY r.ordinality;
+END
+$function$;
+
+COMMENT ON FUNCTION cmis.upsert_platform_connections(uuid, jsonb) IS
+'Restore-or-create many connections of organisation p_org_id in one call, for sync jobs.
+p_rows is a JSON array of objects with the arguments of upsert_platform_connection without p_:
+platform and account_id required; account_name, status, access_token, refresh_token,
+token_expires_at (an ISO 8601 string), scopes, account_metadata, auto_sync, sync_frequency_minutes
+optional. Returns one row per element, in order: ord (its 1-based position), outcome
+(updated / restored / created) and every column of the table, with the semantics of the single
+call for each element: a live row is updated, else the most recently deleted row is restored, else
+one is created; an absent field or null keeps the stored value, status defaults to ''active''.
+Errors, nothing written: 22004 NULL arguments or a NULL platform/account_id; 22023 p_rows not an
+array, an element not an object, an unknown field or a field of the wrong JSON type, a blank or
+malformed value, a status outside the list, sync_frequency_minutes <= 0, the same key twice;
+22001 values too long; 22007 a token_expires_at that is not a timestamp - each naming the element
+("p_rows element 3 ..."); 23503 an org not in cmis.orgs; 42501 as upsert_platform_connection.
+Holds the organisation''s lock exclusively (the single-key functions hold it shared), so bulk and
+single calls of one organisation take turns and never deadlock one another. Tokens are stored as passed (ciphertext).
+Example: SELECT ord, outcome, connection_id FROM cmis.upsert_platform_connections(''…'',
+  ''[{"platform": "meta", "account_id": "act_1"}, {"platform": "google", "account_id": "g_2"}]'');';
