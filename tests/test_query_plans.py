@@ -449,8 +449,8 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
         "restore live check": r"c\.connection_id <> p_connection_id",
         "restore update": r"SET deleted_at = NULL, updated_at = clock_timestamp\(\)",
         "purge delete": r"DELETE FROM cmis\.platform_connections",
-        "bulk update live rows": r"\), u AS \(\s+UPDATE cmis\.platform_connections AS c",
-        "bulk undelete": r"WITH pending AS",
+        "bulk update live rows": r"WHERE v_state\[k\.ordinality\] = 0\s+\)\s+UPDATE cmis\.platform_connections",
+        "bulk undelete": r"\), chosen AS \(",
         "bulk insert": r"WITH i AS MATERIALIZED",
     }
     for kind, pattern in kinds.items():

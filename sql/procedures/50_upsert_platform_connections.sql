@@ -42,23 +42,16 @@ DECLARE
     v_count int;
     v_first_bad bigint;
     v_bad record;
-    v_platform text[];
-    v_account_id text[];
-    v_account_name text[];
-    v_status text[];
-    v_access_token text[];
-    v_refresh_token text[];
-    v_token_expires_at timestamptz[];
-    v_scopes jsonb[];
-    v_account_metadata jsonb[];
-    v_auto_sync boolean[];
-    v_sync_frequency_minutes int[];
+    -- The elements as rows of the table's type (only the fields given are
+    -- set), in p_rows order: one array, sorted once, read by every statement.
+    v_input cmis.platform_connections[];
     v_now timestamptz;
     -- Per element: 0 still to do, 1 updated, 2 restored, 3 created. An int
     -- array with no NULLs, so that v_state[n] is found without a scan.
     v_state int[];
     v_row cmis.platform_connections[];
-    v_restored uuid[];
+    v_restored_n bigint[];
+    v_restored_row cmis.platform_connections[];
     v_done record;
 BEGIN
     ------------------------------------------------------------------------
@@ -76,13 +69,13 @@ BEGIN
     v_count := jsonb_array_length(p_rows);
 
     -- Find the first bad element cheaply (these are the checks listed one by
-    -- one below, OR'ed), then say what is wrong with it.
+    -- one below, OR'ed), then say what is wrong with it. Unknown fields are
+    -- looked for apart: key by key is cheaper than building "o - c_fields".
     SELECT min(e.ord) INTO v_first_bad
       FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS e (o, ord)
      WHERE jsonb_typeof(e.o) <> 'object'
-        OR CASE WHEN jsonb_typeof(e.o) = 'object' THEN e.o - c_fields <> '{}' END
-        OR jsonb_typeof(e.o -> 'platform') NOT IN ('string', 'null')
-        OR jsonb_typeof(e.o -> 'account_id') NOT IN ('string', 'null')
+        OR jsonb_typeof(e.o -> 'platform') IS DISTINCT FROM 'string'
+        OR jsonb_typeof(e.o -> 'account_id') IS DISTINCT FROM 'string'
         OR jsonb_typeof(e.o -> 'account_name') NOT IN ('string', 'null')
         OR jsonb_typeof(e.o -> 'status') NOT IN ('string', 'null')
         OR jsonb_typeof(e.o -> 'access_token') NOT IN ('string', 'null')
@@ -94,15 +87,17 @@ BEGIN
                WHEN 'number' THEN CASE WHEN e.o ->> 'sync_frequency_minutes' ~ '^-?[0-9]{1,9}$'
                                        THEN (e.o ->> 'sync_frequency_minutes')::int <= 0 ELSE true END
                ELSE true END
-        OR e.o ->> 'platform' IS NULL
+        -- A slug is never blank; an id that starts and ends with a non-space is not either.
         OR e.o ->> 'platform' !~ '^[a-z0-9]+([_-][a-z0-9]+)*$'
         OR char_length(e.o ->> 'platform') > 50
-        OR e.o ->> 'account_id' IS NULL
-        OR e.o ->> 'account_id' !~ '[^[:space:]]'
-        OR e.o ->> 'account_id' ~ '^[[:space:]]|[[:space:]]$'
+        OR e.o ->> 'account_id' !~ '^[^[:space:]](.*[^[:space:]])?$'
         OR char_length(e.o ->> 'account_id') > 255
         OR char_length(e.o ->> 'account_name') > 255
         OR e.o ->> 'status' <> ALL (c_statuses);
+    SELECT least(v_first_bad, min(e.ord)) INTO v_first_bad
+      FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS e (o, ord)
+     WHERE jsonb_typeof(e.o) = 'object'
+       AND EXISTS (SELECT FROM jsonb_object_keys(e.o) AS k WHERE k <> ALL (c_fields));
 
     -- What is wrong with it: its first problem, in the order the single call
     -- checks its arguments.
@@ -156,8 +151,10 @@ BEGIN
                         format('status must be one of %s, got %s', array_to_string(c_statuses, ', '),
                                quote_literal(left(f.status, 60))),
                         'Leave it out to re-activate (''active''), or pass null to keep the stored status.'),
-                    (14, CASE WHEN f.mistyped IS NULL AND jsonb_typeof(x.o -> 'sync_frequency_minutes') = 'number'
-                              THEN (x.o ->> 'sync_frequency_minutes')::int <= 0 END, '22023',
+                    -- Compared as JSON, not cast: with p_rows a constant the
+                    -- planner folds a cast even where CASE would skip it.
+                    (14, jsonb_typeof(x.o -> 'sync_frequency_minutes') = 'number'
+                         AND x.o -> 'sync_frequency_minutes' <= '0'::jsonb, '22023',
                         format('sync_frequency_minutes must be a positive number of minutes, got %s',
                                x.o ->> 'sync_frequency_minutes'), NULL)
                   ) AS c (priority, failed, code, message, hint)
@@ -173,24 +170,19 @@ BEGIN
     -- The fields, one array each, indexed by position in p_rows. A timestamp
     -- that does not read as one is found element by element, only then.
     BEGIN
-        SELECT array_agg(e ->> 'platform' ORDER BY n), array_agg(e ->> 'account_id' ORDER BY n),
-               array_agg(e ->> 'account_name' ORDER BY n),
-               array_agg(CASE WHEN e ? 'status' THEN e ->> 'status' ELSE 'active' END ORDER BY n),
-               array_agg(e ->> 'access_token' ORDER BY n), array_agg(e ->> 'refresh_token' ORDER BY n),
-               array_agg((e ->> 'token_expires_at')::timestamptz ORDER BY n),
-               array_agg(NULLIF(e -> 'scopes', 'null') ORDER BY n),
-               array_agg(NULLIF(e -> 'account_metadata', 'null') ORDER BY n),
-               array_agg((e ->> 'auto_sync')::boolean ORDER BY n),
-               array_agg((e ->> 'sync_frequency_minutes')::int ORDER BY n)
-          INTO v_platform, v_account_id, v_account_name, v_status, v_access_token, v_refresh_token,
-               v_token_expires_at, v_scopes, v_account_metadata, v_auto_sync, v_sync_frequency_minutes
+        -- By name, whatever the table's column order; an absent status is 'active'.
+        SELECT array_agg(jsonb_populate_record(
+                   NULL::cmis.platform_connections,
+                   CASE WHEN e ? 'status' THEN e ELSE e || '{"status": "active"}' END) ORDER BY n)
+          INTO v_input
           FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS a (e, n);
-    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_time_zone_displacement_value THEN
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_time_zone_displacement_value
+                   OR invalid_parameter_value THEN  -- an unknown time zone name
         FOR v_bad IN SELECT a.e, a.n FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS a (e, n) LOOP
             BEGIN
                 PERFORM (v_bad.e ->> 'token_expires_at')::timestamptz;
             EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
-                           OR invalid_time_zone_displacement_value THEN
+                           OR invalid_time_zone_displacement_value OR invalid_parameter_value THEN
                 RAISE EXCEPTION 'p_rows element % token_expires_at is not a timestamp, got %',
                         v_bad.n, quote_literal(left(v_bad.e ->> 'token_expires_at', 60))
                     USING ERRCODE = 'invalid_datetime_format',
@@ -201,8 +193,8 @@ BEGIN
     END;
 
     -- The same key twice would be two answers for one row.
-    SELECT min(k.n) AS first, max(k.n) AS second, k.platform, k.account_id INTO v_bad
-      FROM unnest(v_platform, v_account_id) WITH ORDINALITY AS k (platform, account_id, n)
+    SELECT min(k.ordinality) AS first, max(k.ordinality) AS second, k.platform, k.account_id INTO v_bad
+      FROM unnest(v_input) WITH ORDINALITY AS k
      GROUP BY k.platform, k.account_id
     HAVING count(*) > 1
      ORDER BY 1
@@ -236,97 +228,97 @@ BEGIN
     v_row := array_fill(NULL::cmis.platform_connections, ARRAY[v_count]);
 
     FOR v_attempt IN 1 .. c_max_attempts LOOP
-        v_restored := '{}';
-        -- Fast path: live rows are updated in place. After an undelete, the
-        -- same statement fills in the rows just restored.
-        FOR v_pass IN 1 .. 2 LOOP
-            FOR v_done IN
+        -- Fast path: live rows are updated in place.
+        FOR v_done IN
+            WITH i AS (
+                SELECT k.*
+                  FROM unnest(v_input) WITH ORDINALITY AS k
+                 WHERE v_state[k.ordinality] = 0
+            )
+            UPDATE cmis.platform_connections AS c
+               SET account_name = COALESCE(i.account_name, c.account_name),
+                   status = COALESCE(i.status, c.status),
+                   access_token = COALESCE(i.access_token, c.access_token),
+                   refresh_token = COALESCE(i.refresh_token, c.refresh_token),
+                   token_expires_at = COALESCE(i.token_expires_at, c.token_expires_at),
+                   scopes = COALESCE(i.scopes, c.scopes),
+                   account_metadata = COALESCE(i.account_metadata, c.account_metadata),
+                   auto_sync = COALESCE(i.auto_sync, c.auto_sync),
+                   sync_frequency_minutes = COALESCE(i.sync_frequency_minutes, c.sync_frequency_minutes),
+                   updated_at = v_now
+              FROM i
+             WHERE c.org_id = p_org_id AND c.platform = i.platform AND c.account_id = i.account_id
+               AND c.deleted_at IS NULL
+            RETURNING i.ordinality AS n, c
+        LOOP
+            v_row[v_done.n] := v_done.c;
+            v_state[v_done.n] := 1;
+        END LOOP;
+
+        -- Undelete the newest deleted row of each key still to do, preferring
+        -- one nobody else is changing (see upsert_platform_connection), and
+        -- fill it in by the same statement. (The single call undeletes, then
+        -- updates by INSERT ... ON CONFLICT: here that would write each row twice.)
+        IF v_attempt < c_max_attempts THEN
+            BEGIN
                 WITH i AS (
                     SELECT k.*
-                      FROM unnest(v_platform, v_account_id, v_account_name, v_status, v_access_token,
-                                  v_refresh_token, v_token_expires_at, v_scopes, v_account_metadata,
-                                  v_auto_sync, v_sync_frequency_minutes)
-                           WITH ORDINALITY AS k (platform, account_id, account_name, status, access_token,
-                                                 refresh_token, token_expires_at, scopes, account_metadata,
-                                                 auto_sync, sync_frequency_minutes, n)
-                     WHERE v_state[k.n] = 0
-                ), u AS (
-                UPDATE cmis.platform_connections AS c
-                   SET account_name = COALESCE(i.account_name, c.account_name),
-                       status = COALESCE(i.status, c.status),
-                       access_token = COALESCE(i.access_token, c.access_token),
-                       refresh_token = COALESCE(i.refresh_token, c.refresh_token),
-                       token_expires_at = COALESCE(i.token_expires_at, c.token_expires_at),
-                       scopes = COALESCE(i.scopes, c.scopes),
-                       account_metadata = COALESCE(i.account_metadata, c.account_metadata),
-                       auto_sync = COALESCE(i.auto_sync, c.auto_sync),
-                       sync_frequency_minutes = COALESCE(i.sync_frequency_minutes, c.sync_frequency_minutes),
-                       updated_at = v_now
-                  FROM i
-                 WHERE c.org_id = p_org_id AND c.platform = i.platform AND c.account_id = i.account_id
-                   AND c.deleted_at IS NULL
-                RETURNING i.n, c
-                )
-                SELECT u.n, u.c, r.id IS NOT NULL AS restored
-                  FROM u LEFT JOIN unnest(v_restored) AS r (id) ON r.id = (u.c).connection_id
-            LOOP
-                v_row[v_done.n] := v_done.c;
-                v_state[v_done.n] := CASE WHEN v_done.restored THEN 2 ELSE 1 END;
-            END LOOP;
-            EXIT WHEN v_pass = 2 OR v_attempt = c_max_attempts;
-
-            -- Undelete the newest deleted row of each key still pending,
-            -- preferring one nobody else is changing (see upsert_platform_connection).
-            BEGIN
-                WITH pending AS (
-                    SELECT k.platform, k.account_id
-                      FROM unnest(v_platform, v_account_id) WITH ORDINALITY AS k (platform, account_id, n)
-                     WHERE v_state[k.n] = 0
+                      FROM unnest(v_input) WITH ORDINALITY AS k
+                     WHERE v_state[k.ordinality] = 0
                 ), chosen AS (
-                    SELECT COALESCE(unlocked.connection_id, newest.connection_id) AS connection_id
-                      FROM pending AS p
-                     CROSS JOIN LATERAL (
-                            SELECT d.connection_id FROM cmis.platform_connections AS d
-                             WHERE d.org_id = p_org_id AND d.platform = p.platform
-                               AND d.account_id = p.account_id AND d.deleted_at IS NOT NULL
-                             ORDER BY d.deleted_at DESC
-                             LIMIT 1) AS newest
-                      LEFT JOIN LATERAL (
-                            SELECT d.connection_id FROM cmis.platform_connections AS d
-                             WHERE d.org_id = p_org_id AND d.platform = p.platform
-                               AND d.account_id = p.account_id AND d.deleted_at IS NOT NULL
-                             ORDER BY d.deleted_at DESC
-                             LIMIT 1
-                               FOR UPDATE SKIP LOCKED) AS unlocked ON true
-                ), undeleted AS (
+                    -- The newest deleted row nobody else is changing, else the
+                    -- newest (COALESCE looks that up only when needed).
+                    SELECT i.*, COALESCE(
+                               (SELECT d.connection_id FROM cmis.platform_connections AS d
+                                 WHERE d.org_id = p_org_id AND d.platform = i.platform
+                                   AND d.account_id = i.account_id AND d.deleted_at IS NOT NULL
+                                 ORDER BY d.deleted_at DESC
+                                 LIMIT 1
+                                   FOR UPDATE SKIP LOCKED),
+                               (SELECT d.connection_id FROM cmis.platform_connections AS d
+                                 WHERE d.org_id = p_org_id AND d.platform = i.platform
+                                   AND d.account_id = i.account_id AND d.deleted_at IS NOT NULL
+                                 ORDER BY d.deleted_at DESC
+                                 LIMIT 1)) AS chosen_id
+                      FROM i
+                ), restored AS (
                     UPDATE cmis.platform_connections AS c
-                       SET deleted_at = NULL
-                      FROM chosen
-                     WHERE c.connection_id = chosen.connection_id AND c.deleted_at IS NOT NULL
-                    RETURNING c.connection_id
+                       SET deleted_at = NULL,
+                           account_name = COALESCE(ch.account_name, c.account_name),
+                           status = COALESCE(ch.status, c.status),
+                           access_token = COALESCE(ch.access_token, c.access_token),
+                           refresh_token = COALESCE(ch.refresh_token, c.refresh_token),
+                           token_expires_at = COALESCE(ch.token_expires_at, c.token_expires_at),
+                           scopes = COALESCE(ch.scopes, c.scopes),
+                           account_metadata = COALESCE(ch.account_metadata, c.account_metadata),
+                           auto_sync = COALESCE(ch.auto_sync, c.auto_sync),
+                           sync_frequency_minutes = COALESCE(ch.sync_frequency_minutes, c.sync_frequency_minutes),
+                           updated_at = v_now
+                      FROM chosen AS ch
+                     WHERE c.connection_id = ch.chosen_id AND c.deleted_at IS NOT NULL
+                    RETURNING ch.ordinality AS n, c
                 )
-                SELECT coalesce(array_agg(u.connection_id), '{}') INTO v_restored FROM undeleted AS u;
+                -- Into arrays first: an exception below undoes the rows, not
+                -- what a loop would have put in the variables.
+                SELECT array_agg(r.n), array_agg(r.c) INTO v_restored_n, v_restored_row FROM restored AS r;
             EXCEPTION WHEN unique_violation THEN
                 -- SQL that does not take our locks made a live row for one
                 -- of the keys: go round, the fast path updates it.
-                v_restored := NULL;
+                CONTINUE;
             END;
-            EXIT WHEN v_restored IS NULL OR cardinality(v_restored) = 0;
-        END LOOP;
-        CONTINUE WHEN v_restored IS NULL;
+            FOR v_i IN 1 .. coalesce(cardinality(v_restored_n), 0) LOOP
+                v_row[v_restored_n[v_i]] := v_restored_row[v_i];
+                v_state[v_restored_n[v_i]] := 2;
+            END LOOP;
+        END IF;
 
         -- Create the rest (or fill in a row that SQL of the app's made live
         -- meanwhile).
         FOR v_done IN
             WITH i AS MATERIALIZED (
                 SELECT k.*, gen_random_uuid() AS new_id
-                  FROM unnest(v_platform, v_account_id, v_account_name, v_status, v_access_token,
-                              v_refresh_token, v_token_expires_at, v_scopes, v_account_metadata,
-                              v_auto_sync, v_sync_frequency_minutes)
-                       WITH ORDINALITY AS k (platform, account_id, account_name, status, access_token,
-                                             refresh_token, token_expires_at, scopes, account_metadata,
-                                             auto_sync, sync_frequency_minutes, n)
-                 WHERE v_state[k.n] = 0
+                  FROM unnest(v_input) WITH ORDINALITY AS k
+                 WHERE v_state[k.ordinality] = 0
             ), written AS (
                 INSERT INTO cmis.platform_connections AS c (
                     connection_id, org_id, platform, account_id, account_name, status,
@@ -336,7 +328,7 @@ BEGIN
                        i.access_token, i.refresh_token, i.token_expires_at, i.scopes, i.account_metadata,
                        COALESCE(i.auto_sync, true), COALESCE(i.sync_frequency_minutes, 15), v_now, v_now
                   FROM i
-                 ORDER BY i.n
+                 ORDER BY i.ordinality
                 ON CONFLICT (org_id, platform, account_id) WHERE deleted_at IS NULL
                 DO UPDATE
                    SET (account_name, status, access_token, refresh_token, token_expires_at, scopes,
@@ -352,7 +344,7 @@ BEGIN
                         WHERE i2.new_id = EXCLUDED.connection_id)
                 RETURNING c
             )
-            SELECT i.n, w.c, (w.c).connection_id = i.new_id AS created
+            SELECT i.ordinality AS n, w.c, (w.c).connection_id = i.new_id AS created
               FROM written AS w
               JOIN i ON i.platform = (w.c).platform AND i.account_id = (w.c).account_id
         LOOP
