@@ -140,6 +140,11 @@ def _parse_payload(payload: str) -> _Payload:
     tag = decoded.get("tag")
     if tag is not None and not isinstance(tag, str):
         raise DecryptionError("the payload's tag is not a string")
+    # Laravel's ensureTagIsValid: aes-256-cbc takes no tag, and PHP's empty()
+    # holds "" and "0" for none. The tag is outside the MAC: accepting one
+    # would read payloads the app refuses.
+    if tag not in (None, "", "0"):
+        raise DecryptionError("the payload has a tag, which aes-256-cbc does not use")
     iv = _b64decode(iv_text)
     if iv is None or len(iv) != _IV_BYTES:
         raise DecryptionError(f"the payload's iv is not base64 of {_IV_BYTES} bytes")

@@ -5,9 +5,12 @@
 -- Each statement first sets app.current_org_id to the org it acts for, for the
 -- rest of the transaction only (set_config(..., true)), so that row-level
 -- security scopes it and a pooled connection never carries the org on to its
--- next user. The setting rides in the same statement, not in a round trip of
--- its own: the call (or the fenced subquery, OFFSET 0) depends on set_config's
--- result through LATERAL, so it can only run after it.
+-- next user. An org the transaction already acts for is kept, never replaced:
+-- a call for another org is then refused (42501) by the functions, and by
+-- cmis.assert_platform_connection_org_scope for the reads. The setting rides
+-- in the same statement, not in a round trip of its own: the call (or the
+-- fenced subquery, OFFSET 0) depends on set_config's result through LATERAL,
+-- so it can only run after it.
 --
 -- The caller's search_path is not ours to trust: functions, types and
 -- operators are named with their schema (pg_catalog.set_config, ::pg_catalog.uuid,
@@ -16,7 +19,10 @@
 
 -- name: upsert
 SELECT u.*
-  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', CASE
+           WHEN pg_catalog.current_setting('app.current_org_id', true) OPERATOR(pg_catalog.<>) ''
+           THEN pg_catalog.current_setting('app.current_org_id', true)
+           ELSE %(org_id)s::pg_catalog.text END, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.upsert_platform_connection(
         p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
         p_platform => %(platform)s::pg_catalog.text,
@@ -33,7 +39,10 @@ SELECT u.*
 
 -- name: upsert_many
 SELECT m.*
-  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', CASE
+           WHEN pg_catalog.current_setting('app.current_org_id', true) OPERATOR(pg_catalog.<>) ''
+           THEN pg_catalog.current_setting('app.current_org_id', true)
+           ELSE %(org_id)s::pg_catalog.text END, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.upsert_platform_connections(
         p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
         p_rows => %(rows)s::pg_catalog.jsonb) AS m
@@ -41,28 +50,42 @@ SELECT m.*
 
 -- name: soft_delete
 SELECT d.*
-  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', CASE
+           WHEN pg_catalog.current_setting('app.current_org_id', true) OPERATOR(pg_catalog.<>) ''
+           THEN pg_catalog.current_setting('app.current_org_id', true)
+           ELSE %(org_id)s::pg_catalog.text END, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.soft_delete_platform_connection(
         p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
         p_connection_id => %(connection_id)s::pg_catalog.uuid) AS d;
 
 -- name: restore
 SELECT r.*
-  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', CASE
+           WHEN pg_catalog.current_setting('app.current_org_id', true) OPERATOR(pg_catalog.<>) ''
+           THEN pg_catalog.current_setting('app.current_org_id', true)
+           ELSE %(org_id)s::pg_catalog.text END, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.restore_platform_connection(
         p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
         p_connection_id => %(connection_id)s::pg_catalog.uuid) AS r;
 
 -- name: purge
 SELECT p.purged
-  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', CASE
+           WHEN pg_catalog.current_setting('app.current_org_id', true) OPERATOR(pg_catalog.<>) ''
+           THEN pg_catalog.current_setting('app.current_org_id', true)
+           ELSE %(org_id)s::pg_catalog.text END, true) AS scope (org_id)
  CROSS JOIN LATERAL cmis.purge_platform_connections(
         p_org_id => CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END,
         p_older_than => %(older_than)s::pg_catalog.interval) AS p (purged);
 
 -- name: get
 SELECT c.*
-  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', CASE
+           WHEN pg_catalog.current_setting('app.current_org_id', true) OPERATOR(pg_catalog.<>) ''
+           THEN pg_catalog.current_setting('app.current_org_id', true)
+           ELSE %(org_id)s::pg_catalog.text END, true) AS scope (org_id)
+ CROSS JOIN LATERAL cmis.assert_platform_connection_org_scope(
+        CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END) AS checked
  CROSS JOIN LATERAL (
         SELECT * FROM cmis.platform_connections
          WHERE org_id OPERATOR(pg_catalog.=) CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END
@@ -72,7 +95,12 @@ SELECT c.*
 
 -- name: list
 SELECT c.*
-  FROM pg_catalog.set_config('app.current_org_id', %(org_id)s::pg_catalog.text, true) AS scope (org_id)
+  FROM pg_catalog.set_config('app.current_org_id', CASE
+           WHEN pg_catalog.current_setting('app.current_org_id', true) OPERATOR(pg_catalog.<>) ''
+           THEN pg_catalog.current_setting('app.current_org_id', true)
+           ELSE %(org_id)s::pg_catalog.text END, true) AS scope (org_id)
+ CROSS JOIN LATERAL cmis.assert_platform_connection_org_scope(
+        CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END) AS checked
  CROSS JOIN LATERAL (
         SELECT * FROM cmis.platform_connections
          WHERE org_id OPERATOR(pg_catalog.=) CASE WHEN scope.org_id IS NOT NULL THEN %(org_id)s::pg_catalog.uuid END

@@ -339,6 +339,8 @@ def bad_payloads(key: str) -> dict[str, tuple[str, str]]:
         "numeric value": (changed(value=123), "lacks the string field(s) value"),
         "null iv": (changed(iv=None), "lacks the string field(s) iv"),
         "non-string tag": (changed(tag=[]), "tag is not a string"),
+        # Laravel's ensureTagIsValid: aes-256-cbc takes no tag (it is not under the MAC).
+        "a tag on a cbc payload": (changed(tag="AAAA"), "has a tag"),
         "15-byte iv": (with_mac(key, b64(os.urandom(15)), value), "iv is not base64 of 16 bytes"),
         "17-byte iv": (with_mac(key, b64(os.urandom(17)), value), "iv is not base64 of 16 bytes"),
         "non-base64 iv": (with_mac(key, "*" * 24, value), "iv is not base64 of 16 bytes"),

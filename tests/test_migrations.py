@@ -1423,6 +1423,30 @@ def test_0004_runs_again_without_change_and_warns_of_a_wide_policy(database: Dat
         )
         conn.execute(migration)
         assert_same(full_snapshot(conn), before, "state before and after running 0004 again")
-    assert any(
-        w.startswith("WARNING: policy see_everything") and "widens" in w for w in warnings
-    ), warnings
+    assert any(w.startswith("WARNING: policy see_everything") and "widen" in w for w in warnings), (
+        warnings
+    )
+
+
+BYPASS_POLICY = """
+DROP POLICY org_isolation ON cmis.platform_connections;
+CREATE POLICY org_isolation ON cmis.platform_connections
+    USING (org_id = NULLIF(current_setting('app.current_org_id', true), '')::uuid
+           OR current_setting('app.is_admin', true) = 'on');
+"""
+
+
+def test_an_org_policy_with_a_bypass_is_not_taken_for_isolation(database: Database) -> None:
+    """A policy that mentions app.current_org_id but adds a bypass is not one of
+    the two forms 0004 knows: it is left exactly as it was (its bypass is not
+    copied into a WITH CHECK), and the org policy is created beside it."""
+    load_legacy(database, SHAPE_A_DELETED_AT, BYPASS_POLICY)
+    with database.connect() as conn:
+        before = row_security(conn)["policies"]["platform_connections.org_isolation"]
+    database.yoyo("apply")
+    with database.connect() as conn:
+        policies = row_security(conn)["policies"]
+    assert policies["platform_connections.org_isolation"] == before
+    assert before["with_check"] is None
+    ours = policies["platform_connections.platform_connections_org_isolation"]
+    assert (ours["qual"], ours["with_check"]) == (ORG_CHECK, ORG_CHECK)

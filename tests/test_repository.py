@@ -128,9 +128,12 @@ def test_restore_picks_the_most_recently_deleted_row(db, repo, org_id):
 
 
 def test_get_and_list_are_scoped_by_org(db, repo, org_id):
+    """One organisation per transaction: commit before acting for another."""
     other_org = make_org(db, "Other")
     mine = repo.upsert(org_id, "meta", "shared_id").connection
+    db.commit()
     theirs = repo.upsert(other_org, "meta", "shared_id").connection
+    db.commit()
     assert mine.connection_id != theirs.connection_id
 
     assert repo.get(org_id, mine.connection_id) == mine
@@ -141,6 +144,7 @@ def test_get_and_list_are_scoped_by_org(db, repo, org_id):
     assert repo.soft_delete(org_id, theirs.connection_id) is False
     with pytest.raises(NotFoundError):
         repo.restore(org_id, theirs.connection_id)
+    db.commit()
     assert repo.get(other_org, theirs.connection_id) == theirs
 
 
@@ -212,9 +216,12 @@ def test_purge_hard_deletes_only_old_soft_deleted_rows_of_the_org(db, repo, org_
     live = repo.upsert(org_id, "meta", "live").connection
     old = repo.upsert(org_id, "meta", "old").connection
     recent = repo.upsert(org_id, "meta", "recent").connection
+    repo.soft_delete(org_id, old.connection_id)
+    repo.soft_delete(org_id, recent.connection_id)
+    db.commit()  # one organisation per transaction
     theirs = repo.upsert(other_org, "meta", "old").connection
-    for org, row in [(org_id, old), (org_id, recent), (other_org, theirs)]:
-        repo.soft_delete(org, row.connection_id)
+    repo.soft_delete(other_org, theirs.connection_id)
+    db.commit()
     db.execute(
         "UPDATE cmis.platform_connections SET deleted_at = now() - interval '40 days' "
         "WHERE connection_id = ANY(%s)",
@@ -225,7 +232,9 @@ def test_purge_hard_deletes_only_old_soft_deleted_rows_of_the_org(db, repo, org_
     assert repo.get(org_id, old.connection_id, include_deleted=True) is None
     assert repo.get(org_id, recent.connection_id, include_deleted=True) is not None
     assert repo.get(org_id, live.connection_id) is not None
+    db.commit()
     assert repo.get(other_org, theirs.connection_id, include_deleted=True) is not None
+    db.commit()
     assert repo.purge(org_id, older_than=timedelta(days=30)) == 0
     assert repo.purge(org_id, older_than=timedelta(0)) == 1
 

@@ -8,7 +8,8 @@ not a superuser, has no BYPASSRLS, owns nothing and holds only ``cmis_app``.
 - A session with no org set sees no row and can write none (42501), also on a
   pooled connection where an earlier transaction's setting has ended.
 - The repository's org setting ends with the transaction: it never reaches
-  the next user of the connection.
+  the next user of the connection; and it never replaces an org the
+  transaction already acts for (a mixed-up org is refused, not served).
 - The role cannot TRUNCATE, ALTER, drop or change the policy, switch row
   security off, create objects, replace functions or read other tables.
 - The table's owner bypasses row-level security unless FORCE is on, which is
@@ -27,7 +28,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cmis_repo import NotFoundError, PlatformConnectionRepository
+from cmis_repo import (
+    ConnectionInput,
+    NotFoundError,
+    PermissionDeniedError,
+    PlatformConnectionRepository,
+)
 from tests.conftest import make_org
 
 Conn = psycopg.Connection[Any]
@@ -199,17 +205,35 @@ def test_repository_for_a_never_reaches_bs_rows(db, tenants, connect_as_app):
     assert b_rows(db, tenants) == before
 
 
-def test_repository_acts_for_the_org_it_is_asked_for(db, tenants, connect_as_app):
-    """A caller that set org A for its transaction, then asks the repository for
-    org B in the same transaction: the repository's own setting wins for its
-    statement (it acts for the org it is asked for), so B's request is served
-    under B's scope and A's rows stay out of it."""
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda repo, t: repo.list(t.b, include_deleted=True), id="list"),
+        pytest.param(lambda repo, t: repo.get(t.b, t.b_live), id="get"),
+        pytest.param(lambda repo, t: repo.upsert(t.b, "meta", "shared"), id="upsert"),
+        pytest.param(
+            lambda repo, t: repo.upsert_many(t.b, [ConnectionInput("meta", "x")]), id="upsert_many"
+        ),
+        pytest.param(lambda repo, t: repo.soft_delete(t.b, t.b_live), id="soft_delete"),
+        pytest.param(lambda repo, t: repo.restore(t.b, t.b_deleted), id="restore"),
+        pytest.param(lambda repo, t: repo.purge(t.b, older_than=timedelta(0)), id="purge"),
+    ],
+)
+def test_repository_never_replaces_the_org_the_transaction_acts_for(
+    db, tenants, connect_as_app, call
+):
+    """The app's middleware set org A for the transaction; a mixed-up org B
+    passed to the repository is refused (42501 naming both), not served: the
+    repository sets the org only when the transaction has none."""
+    before = b_rows(db, tenants)
     conn = connect_as_app()
     conn.execute(SET_ORG, (str(tenants.a),))
-    repo = PlatformConnectionRepository(conn)
-    assert {c.org_id for c in repo.list(tenants.b, include_deleted=True)} == {tenants.b}
-    assert repo.get(tenants.b, tenants.a_live) is None
+    with pytest.raises(PermissionDeniedError) as refused:
+        call(PlatformConnectionRepository(conn), tenants)
+    assert str(tenants.a) in str(refused.value)
+    assert str(tenants.b) in str(refused.value)
     conn.rollback()
+    assert b_rows(db, tenants) == before
 
 
 def test_repositorys_org_setting_ends_with_the_transaction(tenants, connect_as_app):

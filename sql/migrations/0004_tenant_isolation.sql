@@ -12,8 +12,10 @@
 --     which fails with 22P02 in a session where the setting was set and reset
 --     (it is then '' rather than unset), gets the NULLIF. Only when there is no
 --     such policy is platform_connections_org_isolation created, so there are
---     never two org policies that disagree. Other permissive policies open to
---     every role would widen what a session sees: they are named in a WARNING.
+--     never two org policies that disagree. Only those two exact forms count:
+--     any other permissive policy open to the application (one that adds an
+--     admin bypass to the org check included) is left as it is and named in
+--     a WARNING, since it may widen what a session sees.
 --   * the NOLOGIN role cmis_app is created if absent, with exactly what the
 --     application needs: USAGE on schema cmis, SELECT/INSERT/UPDATE/DELETE on
 --     cmis.platform_connections, SELECT on cmis.orgs(org_id) (the upsert checks
@@ -28,7 +30,10 @@ DECLARE
     c_table constant regclass := 'cmis.platform_connections'::regclass;
     c_org_check constant text :=
         '(org_id = NULLIF(current_setting(''app.current_org_id'', true), '''')::uuid)';
-    -- pg_policies' rendering of the app's older form, without NULLIF.
+    -- pg_policies' renderings of the two forms the app has used: with NULLIF,
+    -- and the older one without. Only these are taken for org isolation.
+    c_known_form constant text :=
+        '(org_id = (NULLIF(current_setting(''app.current_org_id''::text, true), ''''::text))::uuid)';
     c_unsafe_form constant text :=
         '(org_id = (current_setting(''app.current_org_id''::text, true))::uuid)';
     v_pol record;
@@ -58,7 +63,7 @@ BEGIN
           FROM pg_policies p
          WHERE p.schemaname = 'cmis' AND p.tablename = 'platform_connections'
            AND p.permissive = 'PERMISSIVE' AND p.cmd = 'ALL'
-           AND p.qual LIKE '%current_setting(''app.current_org_id''%'
+           AND p.qual IN (c_known_form, c_unsafe_form)
          ORDER BY p.policyname
     LOOP
         v_has_org_policy := true;
@@ -90,16 +95,20 @@ BEGIN
         VALUES (c_migration, 'DROP POLICY platform_connections_org_isolation ON cmis.platform_connections');
     END IF;
 
+    -- Any other permissive policy open to the application is OR'ed with the
+    -- org policy and may widen it (USING (true), an admin bypass added to an
+    -- org check): it is left as it is, and named.
     FOR v_pol IN
         SELECT p.policyname, p.cmd FROM pg_policies p
          WHERE p.schemaname = 'cmis' AND p.tablename = 'platform_connections'
            AND p.permissive = 'PERMISSIVE' AND p.roles && ARRAY['public', 'cmis_app']::name[]
-           AND coalesce(p.qual, '') || coalesce(p.with_check, '') NOT LIKE '%app.current_org_id%'
+           AND NOT (p.cmd = 'ALL' AND p.qual IN (c_known_form, c_unsafe_form))
     LOOP
-        RAISE WARNING 'policy % on cmis.platform_connections (FOR %) does not check app.current_org_id: '
-                      'permissive policies are OR''ed, so it widens what every organisation sees',
-                      v_pol.policyname, v_pol.cmd
-            USING HINT = 'Make it AS RESTRICTIVE, or limit it to the roles that need it.';
+        RAISE WARNING 'policy % on cmis.platform_connections (FOR %) is not the org isolation this '
+                      'migration knows: permissive policies are OR''ed, so it may widen what every '
+                      'organisation sees', v_pol.policyname, v_pol.cmd
+            USING HINT = 'Check that it confines sessions to app.current_org_id; make it AS RESTRICTIVE, '
+                         'or limit it to the roles that need it.';
     END LOOP;
 
     ------------------------------------------------------------------------
