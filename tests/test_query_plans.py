@@ -449,7 +449,9 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
         "restore live check": r"c\.connection_id <> p_connection_id",
         "restore update": r"SET deleted_at = NULL, updated_at = clock_timestamp\(\)",
         "purge delete": r"DELETE FROM cmis\.platform_connections",
-        "bulk update live rows": r"WHERE v_state\[k\.ordinality\] = 0\s+\)\s+UPDATE cmis\.platform_connections",
+        "bulk update live rows": (
+            r"WHERE v_state\[k\.ordinality\] = 0\s+\)\s+UPDATE cmis\.platform_connections"
+        ),
         "bulk undelete": r"\), chosen AS \(",
         "bulk insert": r"WITH i AS MATERIALIZED",
     }

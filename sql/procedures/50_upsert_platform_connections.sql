@@ -53,6 +53,8 @@ DECLARE
     v_restored_n bigint[];
     v_restored_row cmis.platform_connections[];
     v_done record;
+    v_attempt int := 1;
+    v_progress int;
 BEGIN
     ------------------------------------------------------------------------
     -- Check every element before anything is written.
@@ -227,7 +229,10 @@ BEGIN
     v_state := array_fill(0, ARRAY[v_count]);
     v_row := array_fill(NULL::cmis.platform_connections, ARRAY[v_count]);
 
-    FOR v_attempt IN 1 .. c_max_attempts LOOP
+    -- A round counts against c_max_attempts only when it moved nothing
+    -- forward: the app's writes to some keys must not use up the others'.
+    LOOP
+        v_progress := 0;
         -- Fast path: live rows are updated in place.
         FOR v_done IN
             WITH i AS (
@@ -253,6 +258,7 @@ BEGIN
         LOOP
             v_row[v_done.n] := v_done.c;
             v_state[v_done.n] := 1;
+            v_progress := v_progress + 1;
         END LOOP;
 
         -- Undelete the newest deleted row of each key still to do, preferring
@@ -304,6 +310,9 @@ BEGIN
             EXCEPTION WHEN unique_violation THEN
                 -- SQL that does not take our locks made a live row for one
                 -- of the keys: go round, the fast path updates it.
+                IF v_progress = 0 THEN
+                    v_attempt := v_attempt + 1;
+                END IF;
                 CONTINUE;
             END;
             FOR v_i IN 1 .. coalesce(cardinality(v_restored_n), 0) LOOP
