@@ -186,6 +186,36 @@ def connect_as_app(
         conn.close()
 
 
+#: Backstops on every connection the concurrency tests open: nothing waits forever.
+SESSION_OPTIONS = (
+    "-c statement_timeout=20s -c lock_timeout=20s -c idle_in_transaction_session_timeout=60s"
+)
+
+
+@pytest.fixture
+def session(
+    connect: Callable[..., psycopg.Connection[Any]],
+) -> Callable[..., psycopg.Connection[Any]]:
+    """Open a connection with SESSION_OPTIONS' timeouts (closed by ``connect`` at teardown)."""
+
+    def open_session(*, autocommit: bool = False) -> psycopg.Connection[Any]:
+        return connect(autocommit=autocommit, options=SESSION_OPTIONS)
+
+    return open_session
+
+
+@pytest.fixture
+def monitor(session: Callable[..., psycopg.Connection[Any]]) -> psycopg.Connection[Any]:
+    """An autocommit connection for looking at pg_locks and at the table."""
+    return session(autocommit=True)
+
+
+@pytest.fixture
+def other_org_id(db: psycopg.Connection[Any]) -> uuid.UUID:
+    """A second organisation (committed)."""
+    return make_org(db, "Globex")
+
+
 @pytest.fixture
 def org_id(db: psycopg.Connection[Any]) -> uuid.UUID:
     """An organisation in cmis.orgs (committed, so other connections see it)."""

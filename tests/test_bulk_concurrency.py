@@ -42,19 +42,22 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from tests.conftest import make_org
 from tests.test_concurrency import (
     JOIN_TIMEOUT,
-    SESSION_OPTIONS,
     Background,
+    Key,
     in_background,
+    make_deleted,
+    make_live,
+    soft_delete,
+    upsert,
     wait_until_blocked,
 )
 
@@ -98,12 +101,6 @@ RETURNING connection_id
 """
 
 
-class Key(NamedTuple):
-    org_id: uuid.UUID
-    platform: str
-    account_id: str
-
-
 def element(key: Key, **fields: Any) -> dict[str, Any]:
     return {"platform": key.platform, "account_id": key.account_id, **fields}
 
@@ -119,17 +116,6 @@ def bulk(
     return [(r[1], r[2]) for r in rows]
 
 
-def upsert(conn: Conn, key: Key, tag: str = "tok") -> tuple[str, uuid.UUID]:
-    row = conn.execute(UPSERT_SQL, (*key, tag)).fetchone()
-    assert row is not None
-    return row[0], row[1]
-
-
-def soft_delete(conn: Conn, org_id: uuid.UUID, connection_id: uuid.UUID) -> uuid.UUID | None:
-    row = conn.execute(SOFT_DELETE_SQL, (org_id, connection_id)).fetchone()
-    return None if row is None else row[0]
-
-
 def live_id(conn: Conn, key: Key) -> uuid.UUID | None:
     row = conn.execute(LIVE_ID_SQL, key).fetchone()
     return None if row is None else row[0]
@@ -143,39 +129,6 @@ def key_rows(conn: Conn, key: Key) -> list[tuple[uuid.UUID, bool]]:
         key,
     ).fetchall()
     return [(row[0], row[1]) for row in rows]
-
-
-@pytest.fixture
-def session(connect: Callable[..., Conn]) -> Callable[..., Conn]:
-    """Open a connection with the timeouts of tests/test_concurrency.py."""
-
-    def open_session(*, autocommit: bool = False) -> Conn:
-        return connect(autocommit=autocommit, options=SESSION_OPTIONS)
-
-    return open_session
-
-
-@pytest.fixture
-def monitor(session: Callable[..., Conn]) -> Conn:
-    """An autocommit connection for looking at pg_locks and at the table."""
-    return session(autocommit=True)
-
-
-@pytest.fixture
-def other_org_id(db: Conn) -> uuid.UUID:
-    return make_org(db, "Globex")
-
-
-def make_live(conn: Conn, key: Key) -> uuid.UUID:
-    outcome, connection_id = upsert(conn, key)
-    assert outcome == "created"
-    return connection_id
-
-
-def make_deleted(conn: Conn, key: Key) -> uuid.UUID:
-    connection_id = make_live(conn, key)
-    assert soft_delete(conn, key.org_id, connection_id) == connection_id
-    return connection_id
 
 
 def assert_finishes_without_waiting(task: Background) -> Any:

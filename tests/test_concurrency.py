@@ -40,12 +40,6 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.conftest import make_org
-
-#: Backstops on every connection opened here: nothing waits forever.
-SESSION_OPTIONS = (
-    "-c statement_timeout=20s -c lock_timeout=20s -c idle_in_transaction_session_timeout=60s"
-)
 #: How long a test waits for a connection to show up as blocked in pg_locks.
 BLOCK_TIMEOUT = 10.0
 #: Poll interval while waiting for that.
@@ -265,27 +259,6 @@ def in_background(name: str, conn: Conn, fn: Callable[[], Any]) -> Iterator[Back
         if not task.wait(0):
             conn.cancel_safe(timeout=5)
         task.wait(JOIN_TIMEOUT)
-
-
-@pytest.fixture
-def session(connect: Callable[..., Conn]) -> Callable[..., Conn]:
-    """Open a connection with this module's timeouts (closed by ``connect`` at teardown)."""
-
-    def open_session(*, autocommit: bool = False) -> Conn:
-        return connect(autocommit=autocommit, options=SESSION_OPTIONS)
-
-    return open_session
-
-
-@pytest.fixture
-def monitor(session: Callable[..., Conn]) -> Conn:
-    """An autocommit connection for looking at pg_locks and at the table."""
-    return session(autocommit=True)
-
-
-@pytest.fixture
-def other_org_id(db: Conn) -> uuid.UUID:
-    return make_org(db, "Globex")
 
 
 def make_live(conn: Conn, key: Key) -> uuid.UUID:
