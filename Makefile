@@ -36,8 +36,15 @@ lint: $(STAMP) system-deps
 plpgsql-check: $(STAMP) system-deps
 	PGUSER=$${PGUSER:-$(TEST_PGUSER)} VENV=$(VENV) scripts/plpgsql-check.sh
 
+# Every benchmark, each in a throw-away database of its own, then the plot
+# (docs/performance.png). About 25 minutes; see docs/performance.md.
 bench: $(STAMP)
+	$(BIN)/python -m bench.function_floor
+	$(BIN)/python -m bench.python_paths
+	$(BIN)/python -m bench.growth
+	$(BIN)/python -m bench.bulk
 	$(BIN)/python -m bench.upsert
+	$(BIN)/python -m bench.plot
 
 bench-rotate-keys: $(STAMP)
 	$(BIN)/python -m bench.rotate_keys
