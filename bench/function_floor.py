@@ -22,7 +22,9 @@ plus ``SELECT 1``, the round-trip floor. Ours and bare alternate in every round
 ratio the median of the per-round ratios ours / bare. Targets on the mix:
 ours >= 0.90 x bare at 1 client, >= 0.85 x at 8. ``--variant FILE`` also
 installs the function that FILE creates (under another name, scratch database
-only) and measures it in the same rounds. Results also go to
+only) and measures it in the same rounds. Each cell also records how many
+transactions per second the server's other databases ran meanwhile (other
+people's work: a noisy cell shows). Results also go to
 ``bench/results/function_floor.json``.
 """
 
@@ -103,6 +105,14 @@ class Pgbench:
         self.binary, self.conninfo = binary, conninfo
         self.defines = {"keys": keys, "orgs": orgs}
         self.runs = itertools.count(1)
+        # Other work on the server during the last run: transactions per second
+        # committed or rolled back in the other databases (pg_stat_database).
+        self.foreign_rate = 0.0
+        self.monitor = psycopg.connect(conninfo, autocommit=True)
+
+    def foreign_xacts(self) -> int:
+        row = self.monitor.execute(SQL["foreign_xacts"]).fetchone()
+        return int(row[0]) if row else 0
 
     def run(
         self,
@@ -122,8 +132,10 @@ class Pgbench:
         for script, weight in scripts:
             cmd += ["-f", f"{script}@{weight}"]
         cmd.append(self.conninfo)
+        before, start = self.foreign_xacts(), time.monotonic()
         # Our own arguments, no shell.
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        self.foreign_rate = (self.foreign_xacts() - before) / (time.monotonic() - start)
         failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
         tps = re.search(r"^tps = ([\d.]+)", done.stdout, re.M)
         if done.returncode != 0 or tps is None or (failed and int(failed.group(1))):
@@ -210,6 +222,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             conn.execute(SQL["checkpoint"])
 
         tps: dict[tuple[str, int, str], list[float]] = {}
+        foreign: dict[tuple[str, int], list[float]] = {}
         select1: dict[int, list[float]] = {c: [] for c in args.clients}
         total = args.rounds * len(args.clients) * (len(SCENARIOS) * len(sides) + 1)
         done = 0
@@ -228,13 +241,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             side.weighted(scenario), clients=clients, seconds=args.seconds
                         )
                         tps.setdefault((scenario, clients, side.name), []).append(value)
+                        foreign.setdefault((scenario, clients), []).append(pgbench.foreign_rate)
                         done += 1
                         print(
                             f"[{done:3}/{total}] round {r + 1} {scenario:<7} {clients} "
-                            f"client(s) {side.name:<7} {value:9.1f} tps",
+                            f"client(s) {side.name:<7} {value:9.1f} tps "
+                            f"(other databases: {pgbench.foreign_rate:.0f} tx/s)",
                             file=sys.stderr,
                         )
+        pgbench.monitor.close()
 
+    rates = [rate for values in foreign.values() for rate in values]
     results = []
     for scenario, clients in itertools.product(SCENARIOS, args.clients):
         ours, bare = tps[scenario, clients, "ours"], tps[scenario, clients, "bare"]
@@ -251,6 +268,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "target": target,
             "met": None if target is None else ratio >= target,
             "rounds": {"ours": ours, "baseline": bare, "ratio": ratios},
+            # Transactions per second in the other databases during each run of
+            # the cell: how much other work ran on the server meanwhile.
+            "foreign_xacts_per_s": foreign[scenario, clients],
         }
         if args.variant:
             variant = tps[scenario, clients, "variant"]
@@ -277,6 +297,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "server": server,
         "functions_md5": functions,
         "load": {"before": load_before, "after": os.getloadavg()},
+        "foreign_xacts_per_s": {
+            "median": statistics.median(rates),
+            "max": max(rates),
+        },
         "elapsed_s": round(time.monotonic() - started, 1),
         "results": results,
     }
@@ -302,15 +326,16 @@ def print_table(report: dict[str, Any]) -> None:
     print(
         f"{s['rounds']} rounds x {s['seconds']} s per run, medians; ratio = median of the "
         f"per-round ratios; {report['dataset']['rows']} rows seeded; load before/after "
-        f"{report['load']['before'][0]:.2f}/{report['load']['after'][0]:.2f}; "
-        f"{report['elapsed_s']} s"
+        f"{report['load']['before'][0]:.2f}/{report['load']['after'][0]:.2f}; other "
+        f"databases during the runs: median {report['foreign_xacts_per_s']['median']:.0f} tx/s, "
+        f"max {report['foreign_xacts_per_s']['max']:.0f}; {report['elapsed_s']} s"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, help="per pgbench run (5; --quick 1)")
-    parser.add_argument("--rounds", type=int, help="rounds (3; --quick 1)")
+    parser.add_argument("--seconds", type=int, help="per pgbench run (3; --quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds (5; --quick 1)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="(1 8)")
     parser.add_argument("--keys", type=int, help="seeded keys (100000; --quick 20000)")
     parser.add_argument("--orgs", type=int, default=1_000, help="seeded orgs (1000)")
@@ -330,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     defaults = (
         {"seconds": 1, "rounds": 1, "keys": 20_000, "warmup": 1}
         if args.quick
-        else {"seconds": 5, "rounds": 3, "keys": 100_000, "warmup": 3}
+        else {"seconds": 3, "rounds": 5, "keys": 100_000, "warmup": 3}
     )
     for name, value in defaults.items():
         if getattr(args, name) is None:

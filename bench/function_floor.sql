@@ -22,3 +22,10 @@ SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS function,
   FROM pg_catalog.pg_proc AS p
  WHERE p.pronamespace = 'cmis'::pg_catalog.regnamespace
  ORDER BY 1;
+
+-- name: foreign_xacts
+-- Transactions so far in the other databases of the server: other work that
+-- ran during a measurement (statistics reach it within a second or so).
+SELECT COALESCE(sum(d.xact_commit + d.xact_rollback), 0)
+  FROM pg_catalog.pg_stat_database AS d
+ WHERE d.datname IS DISTINCT FROM pg_catalog.current_database();
