@@ -22,9 +22,10 @@ plus ``SELECT 1``, the round-trip floor. Ours and bare alternate in every round
 ratio the median of the per-round ratios ours / bare. Targets on the mix:
 ours >= 0.90 x bare at 1 client, >= 0.85 x at 8. ``--variant FILE`` also
 installs the function that FILE creates (under another name, scratch database
-only) and measures it in the same rounds. Each cell also records how many
-transactions per second the server's other databases ran meanwhile (other
-people's work: a noisy cell shows). Results also go to
+only) and measures it in the same rounds. A run during which the server's
+other databases ran more than ``--max-foreign`` transactions per second (other
+people's work) is done again once they are quiet; each cell records the rate
+its runs saw. Results also go to
 ``bench/results/function_floor.json``.
 """
 
@@ -59,6 +60,8 @@ OUR_FUNCTION = "cmis.upsert_platform_connection"
 PATHS = ("update", "restore", "create")
 MIX = {"update": 70, "restore": 20, "create": 10}
 SCENARIOS = (*PATHS, "mix")
+#: Times a measurement disturbed by other work is done again.
+MAX_RETRIES = 5
 #: ours / bare on the mix, by number of clients.
 TARGETS = {1: 0.90, 8: 0.85}
 #: (rows, deleted rows) one transaction adds, by script kind and path.
@@ -101,20 +104,57 @@ def find_pgbench() -> str:
 
 
 class Pgbench:
-    def __init__(self, binary: str, conninfo: str, keys: int, orgs: int) -> None:
+    def __init__(
+        self, binary: str, conninfo: str, keys: int, orgs: int, max_foreign: float
+    ) -> None:
         self.binary, self.conninfo = binary, conninfo
         self.defines = {"keys": keys, "orgs": orgs}
         self.runs = itertools.count(1)
         # Other work on the server during the last run: transactions per second
         # committed or rolled back in the other databases (pg_stat_database).
+        # Above max_foreign (or below 0: a database was dropped), the run is
+        # done again once the server is quiet, up to MAX_RETRIES times.
+        self.max_foreign = max_foreign
         self.foreign_rate = 0.0
+        self.retries = 0
         self.monitor = psycopg.connect(conninfo, autocommit=True)
 
     def foreign_xacts(self) -> int:
         row = self.monitor.execute(SQL["foreign_xacts"]).fetchone()
         return int(row[0]) if row else 0
 
+    def noisy(self) -> bool:
+        return not 0 <= self.foreign_rate <= self.max_foreign
+
+    def wait_for_quiet(self, window: float = 2.0, limit: float = 120.0) -> None:
+        """Until the other databases run at most max_foreign tx/s over a window."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before = self.foreign_xacts()
+            time.sleep(window)
+            if 0 <= (self.foreign_xacts() - before) / window <= self.max_foreign:
+                return
+
     def run(
+        self,
+        scripts: list[tuple[Path, int]],
+        *,
+        clients: int,
+        seconds: int | None = None,
+        transactions: int | None = None,
+    ) -> float:
+        """Run pgbench (again while other work disturbs it); its tps."""
+        tps = self.run_once(scripts, clients=clients, seconds=seconds, transactions=transactions)
+        for _ in range(MAX_RETRIES):
+            if transactions is not None or not self.noisy():
+                break
+            self.retries += 1
+            print(f"  {self.foreign_rate:.0f} tx/s in other databases: again", file=sys.stderr)
+            self.wait_for_quiet()
+            tps = self.run_once(scripts, clients=clients, seconds=seconds)
+        return tps
+
+    def run_once(
         self,
         scripts: list[tuple[Path, int]],
         *,
@@ -214,7 +254,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             sides.append(variant_side(conninfo, args.variant, Path(tmp), args.variant_like))
         with psycopg.connect(conninfo, autocommit=True) as conn:
             functions: dict[str, str] = dict(conn.execute(SQL["definitions"]).fetchall())
-        pgbench = Pgbench(binary, conninfo, args.keys, args.orgs)
+        pgbench = Pgbench(binary, conninfo, args.keys, args.orgs, args.max_foreign)
         self_check(pgbench, conninfo, sides)
         for side in sides:  # warm caches and plans; untimed
             pgbench.run(side.weighted("mix"), clients=2, seconds=args.warmup)
@@ -249,6 +289,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             f"(other databases: {pgbench.foreign_rate:.0f} tx/s)",
                             file=sys.stderr,
                         )
+        retries = pgbench.retries
         pgbench.monitor.close()
 
     rates = [rate for values in foreign.values() for rate in values]
@@ -300,6 +341,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "foreign_xacts_per_s": {
             "median": statistics.median(rates),
             "max": max(rates),
+            "max_allowed": args.max_foreign,
+            "runs_done_again": retries,
         },
         "elapsed_s": round(time.monotonic() - started, 1),
         "results": results,
@@ -328,7 +371,9 @@ def print_table(report: dict[str, Any]) -> None:
         f"per-round ratios; {report['dataset']['rows']} rows seeded; load before/after "
         f"{report['load']['before'][0]:.2f}/{report['load']['after'][0]:.2f}; other "
         f"databases during the runs: median {report['foreign_xacts_per_s']['median']:.0f} tx/s, "
-        f"max {report['foreign_xacts_per_s']['max']:.0f}; {report['elapsed_s']} s"
+        f"max {report['foreign_xacts_per_s']['max']:.0f} "
+        f"({report['foreign_xacts_per_s']['runs_done_again']} runs done again); "
+        f"{report['elapsed_s']} s"
     )
 
 
@@ -347,6 +392,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=("ours", "bare"),
         default="ours",
         help="whose rows the variant's self-check expects (ours: it restores)",
+    )
+    parser.add_argument(
+        "--max-foreign",
+        type=float,
+        default=10.0,
+        help="tx/s in other databases above which a run is done again (10)",
     )
     parser.add_argument("--database", default="cmis_bench_floor", help="scratch database")
     parser.add_argument("--pgbench", help="pgbench binary (PGBENCH, PATH, pg_config)")
