@@ -24,8 +24,9 @@ SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS function,
  ORDER BY 1;
 
 -- name: foreign_xacts
--- Transactions so far in the other databases of the server: other work that
--- ran during a measurement (statistics reach it within a second or so).
+-- Transactions so far in the server's databases other than the benchmark's
+-- own: other work that ran during a measurement (statistics reach it within a
+-- second or so).
 SELECT COALESCE(sum(d.xact_commit + d.xact_rollback), 0)
   FROM pg_catalog.pg_stat_database AS d
- WHERE d.datname IS DISTINCT FROM pg_catalog.current_database();
+ WHERE d.datname <> ALL (%(ours)s::pg_catalog.text[]);
