@@ -4,8 +4,8 @@ Run: ``.venv/bin/python -m bench.plot`` (needs matplotlib). Each results file
 that exists gets a panel; a missing one is left out:
 
 - ratio files (see RATIO_PANELS): ``function_floor.json`` from
-  ``bench.function_floor``, its ``--variant`` runs ``function_floor_proposal.json``
-  and ``function_floor_shell.json``, ``python_paths.json``, ``bulk.json``:
+  ``bench.function_floor``, its ``--variant bench/function_shell.sql`` run
+  ``function_floor_shell.json``, ``python_paths.json``, ``bulk.json``:
   bars of the ratio ours / baseline per scenario (one bar per number of
   clients, threads or rows; a variant measured in the same run hatched), each
   entry's own target marked on its bar, and the panel's target lines;
@@ -51,9 +51,6 @@ FLOOR = "tps ours / tps bare INSERT … ON CONFLICT (higher is better)"
 RATIO_PANELS = {
     "function_floor.json": RatioPanel(
         "cmis.upsert_platform_connection vs the bare INSERT … ON CONFLICT (pgbench)", FLOOR
-    ),
-    "function_floor_proposal.json": RatioPanel(
-        "… and bench/function_proposal.sql (hatched), same run", FLOOR
     ),
     "function_floor_shell.json": RatioPanel(
         "… and the bare statement in an empty PL/pgSQL shell (hatched), same run", FLOOR

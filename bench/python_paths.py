@@ -842,7 +842,7 @@ def main() -> None:
         "--proposal",
         type=Path,
         help="experiment: a SQL file creating cmis.upsert_platform_connection_proposed "
-        "(such as bench/function_proposal.sql), timed from Python in part 1 too",
+        "(a rewrite of sql/procedures/10_..., renamed), timed from Python in part 1 too",
     )
     args = parser.parse_args()
     profile = QUICK if args.quick else FULL

@@ -1,8 +1,9 @@
 """Concurrency of the bulk call ``cmis.upsert_platform_connections``.
 
-The bulk call holds the organisation's advisory lock exclusively; every
-single-key function of ours holds it shared (in
-``cmis.lock_platform_connection_key``, before the key's own lock). What is
+The bulk call holds the organisation's advisory lock exclusively (unless its
+transaction already holds it shared: then the keys' locks); every single-key
+function of ours holds it shared (as ``cmis.lock_platform_connection_key``
+does, before the key's own lock). What is
 proved here, against a real PostgreSQL server at READ COMMITTED:
 
 A. Step-by-step interleavings of two connections (waits observed in pg_locks,
@@ -10,22 +11,25 @@ A. Step-by-step interleavings of two connections (waits observed in pg_locks,
    call of the same org, which then sees what it wrote; an open bulk call
    blocks single-key writes of the same org, to any key, and another bulk call
    of the org; nothing of another org waits.
-B. Known bugs, each shown by a deterministic interleaving (strict xfail):
-   - a transaction that made a single-key write of an org and then calls the
-     bulk function upgrades the org lock from shared to exclusive: it
-     deadlocks with a plain single upsert of the key, or with a second such
-     transaction (BUG_LOCK_UPGRADE);
-   - (fixed, now a regression test) unique violations on two *other* keys
-     (the app making them live) used up the bulk call's three attempts, and
-     it created a row for a key whose deleted row nobody touched (BUG_ATTEMPTS);
+B. Bugs found here, each now a regression test with a deterministic
+   interleaving:
+   - a transaction that made a single-key write of an org and then called the
+     bulk function upgraded the org lock from shared to exclusive: it
+     deadlocked with a plain single upsert of the key, or with a second such
+     transaction. Such a transaction now takes the keys' locks in byte order
+     instead of the org's (and still excludes single and bulk calls);
+   - unique violations on two *other* keys (the app making them live) used up
+     the bulk call's attempts, and it created a row for a key whose deleted
+     row nobody touched (BUG_ATTEMPTS);
    - the app restoring, then soft-deleting, a key's row while the bulk call
-     runs makes it create a second row for the key (BUG_INSERT_RACE, by
-     reading the code shared with the single call).
+     ran made it create a second row for the key (the single call had the
+     same code path): a key is now created only when the INSERT's snapshot
+     holds no row of it.
 C. A stress test, three ways: bulk calls, single calls and the app's plain
-   soft deletes (passes); the same with all of the app's SQL (inserts and
-   restores too: passes since BUG_ATTEMPTS was fixed, but BUG_INSERT_RACE can
-   still show in a run, so a non-strict xfail); and with our soft deletes before
-   the bulk call in the same transaction (BUG_LOCK_UPGRADE, strict xfail).
+   soft deletes; the same with all of the app's SQL (inserts and restores
+   too); and with our soft deletes before the bulk call in the same
+   transaction (keys taken in byte order, as the README asks of a transaction
+   that writes several keys).
    The row-count assertions and why they are sound: see ``stress``.
 
 Nothing sleeps to synchronise: waits are on pg_locks, threading primitives or
@@ -51,6 +55,7 @@ from psycopg.types.json import Jsonb
 
 from tests.test_concurrency import (
     JOIN_TIMEOUT,
+    LOCK_SQL,
     Background,
     Key,
     in_background,
@@ -273,16 +278,15 @@ def test_bulk_single_writes_and_bulk_again_in_one_transaction(session, monitor, 
 
 
 # ==========================================================================
-# B. Known bugs, deterministic.
+# B. Bugs found here, now regression tests (deterministic interleavings).
 # ==========================================================================
 
-BUG_LOCK_UPGRADE = (
-    "BUG: a transaction that made a single-key write of an org (soft_delete/upsert/restore "
-    "take the org's advisory lock SHARED) and then calls upsert_platform_connections for that "
-    "org asks for the same lock EXCLUSIVE: a lock upgrade. Any other transaction holding the "
-    "org lock shared and waiting for this one (a plain autocommit single upsert of the same "
-    "key, waiting on the key lock; or a second such transaction) deadlocks with it: 40P01"
-)
+# Fixed: a transaction that made a single-key write of an org (soft_delete / upsert /
+# restore take the org's advisory lock SHARED) and then called upsert_platform_connections
+# for that org asked for the same lock EXCLUSIVE, a lock upgrade: any other transaction
+# holding the org lock shared and waiting for this one (an autocommit single upsert of the
+# same key, waiting on the key lock; or a second such transaction) deadlocked with it
+# (40P01). Such a transaction now takes the keys' locks instead, in byte order.
 
 
 def detect_deadlocks_fast(*conns: Conn) -> None:
@@ -292,13 +296,13 @@ def detect_deadlocks_fast(*conns: Conn) -> None:
         conn.commit()
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_LOCK_UPGRADE, raises=errors.DeadlockDetected)
 def test_disconnect_then_bulk_in_one_transaction_vs_a_single_upsert_of_the_key(
     session, monitor, org_id
 ):
     """T disconnects k (shared org lock + k's lock), B's autocommit single upsert of k takes
-    the shared org lock and waits for k's lock, then T's bulk reconnect of k asks for the
-    org lock exclusively: it waits for B, B waits for T."""
+    the shared org lock and waits for k's lock, then T's bulk reconnect of k: it used to ask
+    for the org lock exclusively and wait for B, B waiting for T. Now it takes k's lock,
+    which it holds: it goes on, and B goes on once T commits."""
     k = Key(org_id, "meta", "act_k")
     k_id = make_live(monitor, k)
     t, b = session(), session(autocommit=True)
@@ -307,20 +311,16 @@ def test_disconnect_then_bulk_in_one_transaction_vs_a_single_upsert_of_the_key(
     assert soft_delete(t, org_id, k_id) == k_id
     with in_background("B upsert", b, lambda: upsert(b, k, "from B")) as b_task:
         assert wait_until_blocked(monitor, b, t, b_task) == "advisory"
-        with in_background("T bulk", t, lambda: bulk(t, org_id, [k])) as t_task:
-            assert t_task.wait(JOIN_TIMEOUT)
-            assert b_task.wait(JOIN_TIMEOUT)
-            for task in (t_task, b_task):
-                if task.error is not None:
-                    raise task.error  # DeadlockDetected, today
-            assert t_task.result() == [("restored", k_id)]
-            t.commit()
-            assert b_task.result() == ("updated", k_id)
+        assert bulk(t, org_id, [k]) == [("restored", k_id)]
+        assert not b_task.wait(0.2), "B got k's lock while T holds it"
+        t.commit()
+        assert b_task.result() == ("updated", k_id)
+    assert key_rows(monitor, k) == [(k_id, True)]
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_LOCK_UPGRADE, raises=errors.DeadlockDetected)
 def test_two_disconnect_then_bulk_transactions_of_one_org(session, monitor, org_id):
-    """T1 and T2 each disconnect one key (shared org lock), then each bulk-reconnects."""
+    """T1 and T2 each disconnect one key (shared org lock), then each bulk-reconnects its
+    key: they used to deadlock, each asking for the org lock exclusively; neither waits now."""
     k1, k2 = Key(org_id, "meta", "act_1"), Key(org_id, "meta", "act_2")
     id1, id2 = make_live(monitor, k1), make_live(monitor, k2)
     t1, t2 = session(), session()
@@ -328,16 +328,80 @@ def test_two_disconnect_then_bulk_transactions_of_one_org(session, monitor, org_
 
     assert soft_delete(t1, org_id, id1) == id1
     assert soft_delete(t2, org_id, id2) == id2
-    with in_background("T1 bulk", t1, lambda: bulk(t1, org_id, [k1])) as task1:
-        assert wait_until_blocked(monitor, t1, t2, task1) == "advisory"
-        with in_background("T2 bulk", t2, lambda: bulk(t2, org_id, [k2])) as task2:
-            assert task1.wait(JOIN_TIMEOUT)
-            assert task2.wait(JOIN_TIMEOUT)
-            for task in (task1, task2):
-                if task.error is not None:
-                    raise task.error  # DeadlockDetected, today
-            assert task1.result() == [("restored", id1)]
-            assert task2.result() == [("restored", id2)]
+    assert bulk(t1, org_id, [k1]) == [("restored", id1)]
+    assert bulk(t2, org_id, [k2]) == [("restored", id2)]
+    t1.commit()
+    t2.commit()
+    assert key_rows(monitor, k1) == [(id1, True)]
+    assert key_rows(monitor, k2) == [(id2, True)]
+
+
+def test_disconnect_then_bulk_waits_for_a_key_another_transaction_holds(session, monitor, org_id):
+    """The keys' locks still exclude: T (holding the org lock shared after its disconnect of
+    k) bulk-reconnects [k, j] while S holds j's lock (an open single upsert of j): T waits
+    for S, then sees S's row."""
+    k, j = Key(org_id, "meta", "act_k"), Key(org_id, "meta", "act_j")
+    k_id = make_live(monitor, k)
+    t, s = session(), session()
+    detect_deadlocks_fast(t, s)
+
+    assert soft_delete(t, org_id, k_id) == k_id
+    outcome, j_id = upsert(s, j, "from S")
+    assert outcome == "created"
+    with in_background("T bulk", t, lambda: bulk(t, org_id, [k, j])) as task:
+        assert wait_until_blocked(monitor, t, s, task) == "advisory"
+        s.commit()
+        assert task.result() == [("restored", k_id), ("updated", j_id)]
+    t.commit()
+
+
+def test_a_plain_bulk_call_waits_for_a_disconnect_then_bulk_transaction(session, monitor, org_id):
+    """T holds the org lock shared (disconnect, then bulk: keys' locks); a bulk call of the
+    org in another transaction asks for the org lock exclusively: it waits for T, on a key T
+    never named too, and then sees what T wrote."""
+    k, other = Key(org_id, "meta", "act_k"), Key(org_id, "google", "g_other")
+    k_id = make_live(monitor, k)
+    t, b = session(), session()
+    detect_deadlocks_fast(t, b)
+
+    assert soft_delete(t, org_id, k_id) == k_id
+    assert bulk(t, org_id, [k]) == [("restored", k_id)]
+    with in_background("B bulk", b, lambda: bulk(b, org_id, [other, k])) as task:
+        assert wait_until_blocked(monitor, b, t, task) == "advisory"
+        t.commit()
+        [(first, _), (second, row)] = task.result()
+    b.commit()
+    assert (first, second, row) == ("created", "updated", k_id)
+
+
+def test_disconnect_then_bulk_takes_the_keys_locks_not_the_org_lock(session, monitor, org_id):
+    """What the transaction holds afterwards: the org lock shared only (never exclusive),
+    and one advisory lock per key of the batch, the same locks lock_platform_connection_key
+    takes."""
+    keys = [Key(org_id, "meta", f"act_{n}") for n in (3, 1, 2)] + [Key(org_id, "google", "x")]
+    k_id = make_live(monitor, keys[0])
+    t = session()
+    assert soft_delete(t, org_id, k_id) == k_id
+    bulk(t, org_id, keys)
+    held = t.execute(
+        "SELECT mode, classid::bigint, objid::bigint FROM pg_locks"
+        " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    ).fetchall()
+    t.rollback()
+    expected = set()
+    for key in keys:
+        # The locks lock_platform_connection_key takes, read off a transaction of their own.
+        monitor.execute("BEGIN")
+        monitor.execute(LOCK_SQL, key)
+        expected |= set(
+            monitor.execute(
+                "SELECT mode, classid::bigint, objid::bigint FROM pg_locks"
+                " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            ).fetchall()
+        )
+        monitor.execute("ROLLBACK")
+    assert set(held) == expected
+    assert sorted(mode for mode, _, _ in held) == ["ExclusiveLock"] * 4 + ["ShareLock"]
 
 
 BUG_ATTEMPTS = (
@@ -395,17 +459,13 @@ def blocks(monitor: Conn, waiter: Conn, blocker: Conn, task: Background) -> bool
     pytest.fail("the bulk call never waited")
 
 
-BUG_INSERT_RACE = (
-    "BUG (the same code path in upsert_platform_connection): a key with no live row in the "
-    "fast path's snapshot whose deleted row the app restores before the undelete looks (so "
-    "the undelete finds nothing to restore) goes to INSERT ... ON CONFLICT; if the app's plain "
-    "soft delete of that row is in progress by then, the INSERT waits for it and, once it "
-    "commits, finds no conflict and CREATES a second row for the key, the app's row deleted "
-    "and free to restore. Nothing of ours locks that row in between"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_INSERT_RACE, raises=AssertionError)
+# Regression (fixed; the same code path was in upsert_platform_connection): a key with no
+# live row in the fast path's snapshot whose deleted row the app restores before the
+# undelete looks (so the undelete finds nothing to restore) went to INSERT ... ON CONFLICT;
+# with the app's plain soft delete of that row in progress by then, the INSERT waited for
+# it and, once it committed, found no conflict and CREATED a second row for the key, the
+# app's row deleted and free to restore. Both functions now create a key only when the
+# INSERT's snapshot holds no row of it at all, and otherwise go round.
 def test_app_restore_then_soft_delete_while_the_bulk_call_runs_makes_no_second_row(
     session, monitor, org_id
 ):
@@ -615,6 +675,11 @@ def make_plan(conn: Conn, org_id: uuid.UUID, other_org_id: uuid.UUID) -> Plan:
     return Plan(keys, ours_insert_only, mixed, initial_rows)
 
 
+def byte_order(key: Key) -> tuple[bytes, bytes]:
+    """The order in which the bulk call takes keys' locks (COLLATE "C")."""
+    return key.platform.encode(), key.account_id.encode()
+
+
 def _bind(fn: Callable[..., Report], *args: Any) -> Callable[[], Report]:
     return lambda: fn(*args)
 
@@ -707,11 +772,19 @@ def stress(
             gone: dict[Key, uuid.UUID] = {}
             with conn.transaction():
                 if kind == "disconnect, bulk":
-                    for key in rng.sample(org_keys, 2):
+                    # Keys in byte order, as the bulk call then takes the locks of the
+                    # others: two transactions that each hold a key the other asks for
+                    # would deadlock whatever the functions do (see "Several keys in one
+                    # transaction" in the README).
+                    disconnect = sorted(rng.sample(org_keys, 2), key=byte_order)
+                    for key in disconnect:
                         target = live_id(conn, key)
                         if target is not None and soft_delete(conn, org, target) == target:
                             gone[key] = target
-                    batch = some(org_keys, 1, list(gone))
+                    after = [k for k in org_keys if byte_order(k) > byte_order(disconnect[-1])]
+                    batch = list(gone) + some(after, 0, []) if after else list(gone)
+                    if not batch:
+                        batch = disconnect[-1:]
                     results = bulk(conn, org, batch, **fields())
                     expect_restored(report, batch, results, gone)
                     done.append((batch, results))
@@ -872,29 +945,20 @@ APP_EVERYTHING = ["insert", "soft_delete", "restore", "insert", "restore", "soft
 
 @pytest.mark.slow
 def test_stress_bulk_single_calls_and_app_disconnects(session, monitor, org_id, other_org_id):
-    """Passes today: bulk and single calls of ours with the app's plain soft deletes."""
+    """Bulk and single calls of ours with the app's plain soft deletes."""
     stress(session, monitor, org_id, other_org_id, app_patterns=APP_DISCONNECTS_ONLY)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,  # a race: it shows in some runs only (BUG_ATTEMPTS made it certain; fixed)
-    reason=BUG_INSERT_RACE,
-    raises=CreatedInsteadOfRestoring,
-)
 def test_stress_bulk_single_calls_and_all_app_sql(session, monitor, org_id, other_org_id):
     """The app also inserts and restores: the bulk call's undelete meets unique violations."""
     stress(session, monitor, org_id, other_org_id, app_patterns=APP_EVERYTHING)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"{BUG_LOCK_UPGRADE}; and {BUG_ATTEMPTS}",
-    raises=(DeadlockSeen, CreatedInsteadOfRestoring),
-)
 def test_stress_with_disconnects_before_the_bulk_call(session, monitor, org_id, other_org_id):
-    """As the brief designs it: some bulk calls follow our soft deletes in their transaction."""
+    """As the brief designs it: some bulk calls follow our soft deletes in their transaction
+    (the lock-upgrade case, fixed)."""
     stress(
         session, monitor, org_id, other_org_id, app_patterns=APP_EVERYTHING, disconnect_first=True
     )

@@ -687,8 +687,10 @@ def test_app_soft_delete_while_our_upsert_updates(session, monitor, org_id, how,
 def test_app_restore_while_our_upsert_restores(session, monitor, org_id, how, expected):
     """The app's fixed controller restores the deleted row (uncommitted); so does our upsert.
 
-    Ours waits on the row; after the app commits it finds the row live and
-    updates it (ON CONFLICT); after a rollback it restores it itself. One live row.
+    Ours waits on the row; after the app commits it finds the row live: its INSERT sees a
+    row of the key, so creates nothing and goes round to update the row (the path that
+    keeps the app's restore-then-soft-delete from making a second row); after a rollback
+    it restores the row itself. One live row.
     """
     key = Key(org_id, "meta", "act_c8")
     deleted = make_deleted(monitor, key)
@@ -700,6 +702,30 @@ def test_app_restore_while_our_upsert_restores(session, monitor, org_id, how, ex
         finish(a, how)
         assert task.result() == (expected, deleted)
     assert key_rows(monitor, key) == [(deleted, True)]
+
+
+ADVISORY_LOCKS_HELD = (
+    "SELECT mode, classid::bigint, objid::bigint, objsubid FROM pg_locks"
+    " WHERE locktype = 'advisory' AND pid = pg_backend_pid() ORDER BY 1, 2, 3"
+)
+
+
+@pytest.mark.parametrize("account_id", ["act_1", "act 2 ü", "x" * 255])
+def test_upsert_takes_the_locks_lock_platform_connection_key_takes(
+    session, monitor, org_id, account_id
+):
+    """upsert_platform_connection takes the key's locks inline: the very same two locks
+    (the org's shared, the key's exclusive), or our writers would not exclude each other."""
+    key = Key(org_id, "google", account_id)
+    ours, lock = session(), session()
+    upsert(ours, key)
+    held_by_upsert = ours.execute(ADVISORY_LOCKS_HELD).fetchall()
+    ours.rollback()
+    lock.execute(LOCK_SQL, key)
+    held_by_lock = lock.execute(ADVISORY_LOCKS_HELD).fetchall()
+    lock.rollback()
+    assert held_by_upsert == held_by_lock
+    assert [mode for mode, *_ in held_by_lock] == ["ExclusiveLock", "ShareLock"]
 
 
 def make_ours_the_deadlock_victim(app, ours) -> None:

@@ -225,15 +225,20 @@ FUNCTION_STATEMENTS = {
          ORDER BY d.deleted_at DESC
          LIMIT 1
            FOR UPDATE SKIP LOCKED""",
-    "upsert: undelete the chosen row": """
+    "upsert: undelete the chosen row and set its values": """
         UPDATE cmis.platform_connections AS c
-           SET deleted_at = NULL
+           SET deleted_at = NULL,
+               access_token = COALESCE(%(access_token)s::text, c.access_token),
+               updated_at = clock_timestamp()
          WHERE c.connection_id = %(connection_id)s::uuid AND c.deleted_at IS NOT NULL
-        RETURNING c.connection_id""",
-    "upsert: insert or update on conflict": """
+        RETURNING c.*""",
+    "upsert: create when the key has no row, or update on conflict": """
         INSERT INTO cmis.platform_connections AS c (org_id, platform, account_id, access_token)
-        VALUES (%(org_id)s::uuid, %(platform)s::text, %(account_id)s::text,
-                %(access_token)s::text)
+        SELECT %(org_id)s::uuid, %(platform)s::text, %(account_id)s::text, %(access_token)s::text
+         WHERE EXISTS (SELECT FROM cmis.orgs AS o WHERE o.org_id = %(org_id)s::uuid)
+           AND NOT EXISTS (SELECT FROM cmis.platform_connections AS e
+                            WHERE e.org_id = %(org_id)s::uuid AND e.platform = %(platform)s::text
+                              AND e.account_id = %(account_id)s::text)
         ON CONFLICT (org_id, platform, account_id) WHERE deleted_at IS NULL
         DO UPDATE SET access_token = COALESCE(%(access_token)s::text, c.access_token),
                       updated_at = clock_timestamp()
@@ -442,7 +447,7 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
     kinds = {
         "upsert update": r"UPDATE cmis\.platform_connections AS c\s+SET account_name",
         "upsert newest deleted row": r"LIMIT 1\s+FOR UPDATE SKIP LOCKED",
-        "upsert undelete": r"SET deleted_at = NULL\s+WHERE c\.connection_id = v_candidate_id",
+        "upsert undelete": r"SET deleted_at = NULL,\s+account_name = COALESCE\(p_account_name",
         "upsert insert": r"INSERT INTO cmis\.platform_connections",
         "soft_delete/restore select": r"SELECT c\.platform, c\.account_id\s+FROM",
         "soft_delete update": r"SET deleted_at = v_now",

@@ -31,5 +31,6 @@ upsert_platform_connections holds exclusively). upsert_platform_connection,
 soft_delete_platform_connection and restore_platform_connection take it; SQL of your own that
 reads-then-writes one key can take it too: SELECT cmis.lock_platform_connection_key(org, platform,
 account). Both are released at the end of the transaction. Lock several keys in one transaction in
-a fixed order to avoid deadlocks; for many keys prefer the bulk call (one lock per key fills the
-server''s lock table).';
+a fixed order (platform, then account_id, COLLATE "C", as the bulk call does) to avoid deadlocks;
+for many keys prefer the bulk call (one lock per key fills the server''s lock table).
+upsert_platform_connection takes the same two locks inline.';

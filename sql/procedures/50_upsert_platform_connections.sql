@@ -36,9 +36,10 @@ DECLARE
     c_fields constant text[] := ARRAY['platform', 'account_id', 'account_name', 'status', 'access_token',
         'refresh_token', 'token_expires_at', 'scopes', 'account_metadata', 'auto_sync',
         'sync_frequency_minutes'];
-    -- As in upsert_platform_connection: only SQL that does not take our key
-    -- locks (the app's own) can make a pass fail, and the last cannot fail.
-    c_max_attempts constant int := 3;
+    -- As in upsert_platform_connection: only SQL that does not take our locks
+    -- (the app's own) can make a pass end with keys still to do, and the last
+    -- cannot. A pass counts only when it moved no key forward.
+    c_max_attempts constant int := 5;
     v_count int;
     v_first_bad bigint;
     v_bad record;
@@ -55,6 +56,8 @@ DECLARE
     v_done record;
     v_attempt int := 1;
     v_progress int;
+    v_org_lock_modes text[];
+    v_key record;
 BEGIN
     ------------------------------------------------------------------------
     -- Check every element before anything is written.
@@ -224,7 +227,34 @@ BEGIN
     -- the ones under way and the next ones wait for it, and two bulk calls for
     -- one org take turns. One lock, however many rows: a lock per key would
     -- exhaust the server's shared lock table (max_locks_per_transaction).
-    PERFORM pg_advisory_xact_lock(hashtext('cmis.platform_connections/org'), hashtext(p_org_id::text));
+    -- But a transaction that already holds it shared (it wrote a key of the
+    -- org through a single-key function: a disconnect before a bulk
+    -- reconnect) must not ask for it exclusively: it would wait for every
+    -- other holder, while such a holder waits for the key this transaction
+    -- holds (a deadlock). It takes the keys' locks instead, one by one in a
+    -- fixed order (byte order of platform, then account_id), as single calls
+    -- would: they exclude single calls of those keys, and bulk calls wait for
+    -- the shared org lock this transaction keeps.
+    SELECT array_agg(l.mode) INTO v_org_lock_modes
+      FROM pg_locks AS l
+     WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+       AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+       AND l.classid = hashtext('cmis.platform_connections/org')::oid
+       AND l.objid = hashtext(p_org_id::text)::oid
+       AND l.objsubid = 2;
+    IF 'ShareLock' = ANY (v_org_lock_modes) AND NOT 'ExclusiveLock' = ANY (v_org_lock_modes) THEN
+        FOR v_key IN
+            SELECT DISTINCT k.platform COLLATE "C" AS platform, k.account_id COLLATE "C" AS account_id
+              FROM unnest(v_input) AS k
+             ORDER BY 1, 2
+        LOOP
+            PERFORM pg_advisory_xact_lock(
+                hashtext('cmis.platform_connections'),
+                hashtext(p_org_id::text || E'\x1f' || v_key.platform || E'\x1f' || v_key.account_id));
+        END LOOP;
+    ELSE
+        PERFORM pg_advisory_xact_lock(hashtext('cmis.platform_connections/org'), hashtext(p_org_id::text));
+    END IF;
     v_now := clock_timestamp();
     v_state := array_fill(0, ARRAY[v_count]);
     v_row := array_fill(NULL::cmis.platform_connections, ARRAY[v_count]);
@@ -318,11 +348,15 @@ BEGIN
             FOR v_i IN 1 .. coalesce(cardinality(v_restored_n), 0) LOOP
                 v_row[v_restored_n[v_i]] := v_restored_row[v_i];
                 v_state[v_restored_n[v_i]] := 2;
+                v_progress := v_progress + 1;
             END LOOP;
         END IF;
 
         -- Create the rest (or fill in a row that SQL of the app's made live
-        -- meanwhile).
+        -- meanwhile). As in upsert_platform_connection, a key is created only
+        -- when the INSERT's snapshot holds no row of it at all (else the app
+        -- changed it since the steps above looked: go round), except in the
+        -- last pass.
         FOR v_done IN
             WITH i AS MATERIALIZED (
                 SELECT k.*, gen_random_uuid() AS new_id
@@ -337,6 +371,10 @@ BEGIN
                        i.access_token, i.refresh_token, i.token_expires_at, i.scopes, i.account_metadata,
                        COALESCE(i.auto_sync, true), COALESCE(i.sync_frequency_minutes, 15), v_now, v_now
                   FROM i
+                 WHERE v_attempt >= c_max_attempts
+                    OR NOT EXISTS (SELECT FROM cmis.platform_connections AS e
+                                    WHERE e.org_id = p_org_id AND e.platform = i.platform
+                                      AND e.account_id = i.account_id)
                  ORDER BY i.ordinality
                 ON CONFLICT (org_id, platform, account_id) WHERE deleted_at IS NULL
                 DO UPDATE
@@ -359,8 +397,12 @@ BEGIN
         LOOP
             v_row[v_done.n] := v_done.c;
             v_state[v_done.n] := CASE WHEN v_done.created THEN 3 ELSE 1 END;
+            v_progress := v_progress + 1;
         END LOOP;
-        EXIT;
+        EXIT WHEN array_position(v_state, 0) IS NULL;
+        IF v_progress = 0 THEN
+            v_attempt := v_attempt + 1;
+        END IF;
     END LOOP;
 
     -- unnest spreads each row over its columns, after the state.
@@ -389,6 +431,8 @@ malformed value, a status outside the list, sync_frequency_minutes <= 0, the sam
 22001 values too long; 22007 a token_expires_at that is not a timestamp - each naming the element
 ("p_rows element 3 ..."); 23503 an org not in cmis.orgs; 42501 as upsert_platform_connection.
 Holds the organisation''s lock exclusively (the single-key functions hold it shared), so bulk and
-single calls of one organisation take turns and never deadlock one another. Tokens are stored as passed (ciphertext).
+single calls of one organisation take turns and never deadlock one another; in a transaction that
+already holds it shared (a single-key write came first) it takes each key''s lock instead, in byte
+order of (platform, account_id). Tokens are stored as passed (ciphertext).
 Example: SELECT ord, outcome, connection_id FROM cmis.upsert_platform_connections(''…'',
   ''[{"platform": "meta", "account_id": "act_1"}, {"platform": "google", "account_id": "g_2"}]'');';
