@@ -114,7 +114,7 @@ def draw_ratios(ax: Axes, panel: RatioPanel, rows: list[dict[str, Any]]) -> None
     ax.set_title(panel.title, fontsize=10)
     top = max(float(r.get(c) or 0) for r in rows for c in ("ratio", "variant_ratio", "target"))
     ax.set_xlim(0, max(1.2, top * 1.12))
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
 
 
 def draw_growth(ax: Axes, report: dict[str, Any]) -> None:

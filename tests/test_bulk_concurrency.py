@@ -336,6 +336,32 @@ def test_two_disconnect_then_bulk_transactions_of_one_org(session, monitor, org_
     assert key_rows(monitor, k2) == [(id2, True)]
 
 
+def test_keys_locked_before_the_bulk_call_out_of_order_can_deadlock_as_documented(
+    session, monitor, org_id
+):
+    """The limit the README states ("Several keys in one transaction"): T1 disconnects k2,
+    then bulk-reconnects [k1, k2]; T2 holds k1 (an open single upsert) and then asks for k2.
+    Each holds a key the other waits for: PostgreSQL ends one of them (40P01). No lock order
+    inside the functions can prevent it. Which one: the first whose deadlock_timeout runs
+    out once both wait; T1's is long, so T2 is the victim."""
+    k1, k2 = Key(org_id, "meta", "act_1"), Key(org_id, "meta", "act_2")
+    id1, id2 = make_live(monitor, k1), make_live(monitor, k2)
+    t1, t2 = session(), session()
+    detect_deadlocks_fast(t2)
+    t1.execute("SET deadlock_timeout = '5s'")
+    t1.commit()
+
+    assert soft_delete(t1, org_id, id2) == id2
+    assert upsert(t2, k1, "from T2") == ("updated", id1)
+    with in_background("T1 bulk", t1, lambda: bulk(t1, org_id, [k1, k2])) as task:
+        assert wait_until_blocked(monitor, t1, t2, task) == "advisory"
+        with pytest.raises(errors.DeadlockDetected):
+            upsert(t2, k2, "from T2")
+        t2.rollback()
+        assert task.result() == [("updated", id1), ("restored", id2)]
+    t1.commit()
+
+
 def test_disconnect_then_bulk_waits_for_a_key_another_transaction_holds(session, monitor, org_id):
     """The keys' locks still exclude: T (holding the org lock shared after its disconnect of
     k) bulk-reconnects [k, j] while S holds j's lock (an open single upsert of j): T waits
@@ -472,11 +498,12 @@ def test_app_restore_then_soft_delete_while_the_bulk_call_runs_makes_no_second_r
     """Key a has one row, O, deleted; l1 a live row; k0 none. The app soft-deletes l1's row
     and inserts k0 (both open). The bulk call [l1, k0, a] waits on l1's row in its fast
     path; meanwhile the app restores O and commits. The undelete then finds no deleted row
-    of a (O is live), so a goes to the INSERT, which first waits on k0's app insert; the
-    app soft-deletes O meanwhile (open; nothing of ours holds O), commits k0, and the
-    INSERT of a waits for the soft delete of O; it commits. O, deleted and free, is the
-    row a reconnect of a must bring back: a second row for a is what the project exists
-    to prevent."""
+    of a (O is live), so a goes to the INSERT, which waits on k0's app insert; the app
+    soft-deletes O meanwhile (open; nothing of ours holds O) and commits k0. The INSERT
+    used to wait for the soft delete of O and, once it committed, create a second row for
+    a. Now the INSERT, seeing O, leaves a out; the next pass's fast path waits for the
+    soft delete of O, and the undelete after it brings O back: a second row for a is what
+    the project exists to prevent."""
     a, k0, l1 = (Key(org_id, "meta", n) for n in ("act_a", "act_k0", "act_l1"))
     o_id = make_deleted(monitor, a)
     l1_id = make_live(monitor, l1)

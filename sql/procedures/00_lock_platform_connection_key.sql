@@ -11,8 +11,9 @@ SET search_path = pg_catalog, pg_temp
 AS $function$
 BEGIN
     -- Two 32-bit keys each: the first names the lock space, the second the
-    -- organisation or the connection key. A hash collision only makes two
-    -- keys wait for each other. The organisation's lock, shared here, is the
+    -- organisation or the connection key. A hash collision makes two keys
+    -- one lock: calls for them wait for each other (and a transaction that
+    -- writes several keys in byte order may then meet them out of order). The organisation's lock, shared here, is the
     -- one upsert_platform_connections (bulk) holds exclusively; taken first.
     -- (PL/pgSQL, not SQL: a SQL function is planned again on every call,
     -- which cost 40 us of each upsert; PL/pgSQL keeps its plans.)

@@ -249,7 +249,9 @@ BEGIN
                updated_at = v_now
         RETURNING c.* INTO v_row;
         IF NOT FOUND THEN
-            IF NOT EXISTS (SELECT FROM cmis.orgs AS o WHERE o.org_id = p_org_id) THEN
+            -- On the last pass only the org check can have stopped the INSERT.
+            IF v_attempt = c_max_attempts
+               OR NOT EXISTS (SELECT FROM cmis.orgs AS o WHERE o.org_id = p_org_id) THEN
                 RAISE EXCEPTION 'unknown organisation: p_org_id % is not in cmis.orgs', p_org_id
                     USING ERRCODE = 'foreign_key_violation',
                           HINT = 'Create the organisation first, or pass the org_id of an existing one.';

@@ -233,8 +233,12 @@ BEGIN
     -- other holder, while such a holder waits for the key this transaction
     -- holds (a deadlock). It takes the keys' locks instead, one by one in a
     -- fixed order (byte order of platform, then account_id), as single calls
-    -- would: they exclude single calls of those keys, and bulk calls wait for
-    -- the shared org lock this transaction keeps.
+    -- would: they exclude single calls of those keys, and plain bulk calls
+    -- wait for the shared org lock this transaction keeps. Like any
+    -- transaction that writes several keys, it can still deadlock with
+    -- another one holding a key of this batch and waiting for a key this
+    -- transaction locked before the call (README, "Several keys in one
+    -- transaction").
     SELECT array_agg(l.mode) INTO v_org_lock_modes
       FROM pg_locks AS l
      WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
@@ -431,8 +435,9 @@ malformed value, a status outside the list, sync_frequency_minutes <= 0, the sam
 22001 values too long; 22007 a token_expires_at that is not a timestamp - each naming the element
 ("p_rows element 3 ..."); 23503 an org not in cmis.orgs; 42501 as upsert_platform_connection.
 Holds the organisation''s lock exclusively (the single-key functions hold it shared), so bulk and
-single calls of one organisation take turns and never deadlock one another; in a transaction that
-already holds it shared (a single-key write came first) it takes each key''s lock instead, in byte
-order of (platform, account_id). Tokens are stored as passed (ciphertext).
+single calls of one organisation, each in a transaction of its own, take turns and never deadlock
+one another. In a transaction that already holds it shared (a single-key write came first) it takes
+each key''s lock instead, in byte order of (platform, account_id); such a transaction can deadlock
+with another that holds one of its keys, as any transaction writing several keys can. Tokens are stored as passed (ciphertext).
 Example: SELECT ord, outcome, connection_id FROM cmis.upsert_platform_connections(''…'',
   ''[{"platform": "meta", "account_id": "act_1"}, {"platform": "google", "account_id": "g_2"}]'');';
