@@ -3,6 +3,7 @@
 from cmis_repo.encryption import LaravelEncrypter, TokenCipher
 from cmis_repo.errors import (
     ConflictError,
+    ConnectionLostError,
     DecryptionError,
     EncryptionKeyError,
     InvalidInputError,
@@ -25,6 +26,7 @@ __all__ = [
     "STATUSES",
     "ConflictError",
     "ConnectionInput",
+    "ConnectionLostError",
     "DecryptionError",
     "EncryptionKeyError",
     "InvalidInputError",

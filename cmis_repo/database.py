@@ -46,7 +46,12 @@ def describe(conninfo: str) -> str:
 
 
 def connect(conninfo: str, **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
-    """Connect, or raise :class:`DatabaseUnreachable` with a message saying how to fix it."""
+    """Connect, or raise :class:`DatabaseUnreachable` with a message saying how to fix it.
+
+    Statements are never prepared (``prepare_threshold=None``), so that the
+    commands work behind PgBouncer in transaction mode.
+    """
+    kwargs.setdefault("prepare_threshold", None)
     try:
         return psycopg.connect(conninfo, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as error:

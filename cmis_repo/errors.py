@@ -8,7 +8,7 @@ put the row's tokens into the exception text.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -53,6 +53,20 @@ class ConflictError(RepositoryError):
     """
 
 
+class ConnectionLostError(RepositoryError):
+    """The connection to PostgreSQL broke during the call (a dropped socket, a
+    killed backend, a restarted server or pooler: SQLSTATE class 08, 57P01-57P03,
+    or none at all).
+
+    The connection is unusable: open a new one. If the call ran in a
+    transaction, the server rolled that transaction back. On an autocommit
+    connection the call was its own commit, whose outcome is unknown: it may
+    have taken effect. Every write of the repository can be repeated safely
+    (``upsert`` and ``upsert_many`` give the same row again, ``soft_delete``
+    and ``restore`` are idempotent), or read the rows back first.
+    """
+
+
 class PermissionDeniedError(RepositoryError):
     """The role may not do this, row-level security included (42501)."""
 
@@ -92,7 +106,31 @@ def error_class(sqlstate: str | None) -> type[RepositoryError]:
     return _BY_SQLSTATE.get(sqlstate, RepositoryError)
 
 
-def translate(error: psycopg.Error) -> RepositoryError:
+#: Errors of a connection that is gone, whatever the server said (if anything).
+_LOST_SQLSTATES = ("57P01", "57P02", "57P03")
+
+
+def _connection_lost(error: psycopg.Error, autocommit: bool | None) -> ConnectionLostError:
+    reason = " ".join((error.diag.message_primary or str(error) or "").split())
+    outcome = (
+        "this call was its own commit (autocommit), so whether it took effect is unknown"
+        if autocommit
+        else "the server rolled back the transaction it was in"
+        if autocommit is not None
+        else "a transaction it was in is rolled back; an autocommit call may have taken effect"
+    )
+    return ConnectionLostError(
+        f"the connection to PostgreSQL was lost during the call ({reason or 'no reason given'}):"
+        f" {outcome}",
+        sqlstate=error.sqlstate,
+        hint="Open a new connection and repeat the call (each call is safe to repeat),"
+        " or read the rows back first.",
+    )
+
+
+def translate(
+    error: psycopg.Error, *, autocommit: bool | None = None, broken: bool = False
+) -> RepositoryError:
     """The repository exception for a psycopg error, without its DETAIL.
 
     A value psycopg refuses to send (a NUL in a text argument) raises
@@ -100,6 +138,13 @@ def translate(error: psycopg.Error) -> RepositoryError:
     psycopg's own message then says what is wrong without quoting the value.
     """
     diag = error.diag
+    lost = isinstance(error, psycopg.OperationalError) and (
+        error.sqlstate is None
+        or error.sqlstate.startswith("08")
+        or error.sqlstate in _LOST_SQLSTATES
+    )
+    if broken or lost:
+        return _connection_lost(error, autocommit)
     if error.sqlstate is None and isinstance(error, psycopg.DataError):
         return InvalidInputError(str(error) or type(error).__name__)
     message = diag.message_primary or type(error).__name__
@@ -107,16 +152,21 @@ def translate(error: psycopg.Error) -> RepositoryError:
     return cls(message, sqlstate=error.sqlstate, hint=diag.message_hint)
 
 
-def run_translated(run: Callable[[], T]) -> T:
+def run_translated(run: Callable[[], T], conn: psycopg.Connection[Any] | None = None) -> T:
     """``run()``, with a psycopg error raised as the repository's exception.
 
     Raised outside the ``except`` block, so that the psycopg error is not even
     its ``__context__`` (which error trackers may walk): its DETAIL, for a
     constraint violation "Failing row contains (...)", lists the row, tokens
-    included.
+    included. With ``conn``, the connection ``run`` used, any error that left
+    it broken is a lost connection (behind a pooler that can be a protocol
+    error), whose message says whether the call's outcome is unknown.
     """
     try:
         return run()
     except psycopg.Error as error:
-        translated = translate(error)
+        if conn is None:
+            translated = translate(error)
+        else:
+            translated = translate(error, autocommit=conn.autocommit, broken=conn.broken)
     raise translated

@@ -96,10 +96,15 @@ class PlatformConnectionRepository:
 
         def run() -> list[T]:
             with self._conn.cursor(row_factory=row_factory) as cur:
-                cur.execute(statement, params)
+                # Never a named prepared statement: behind a transaction pooler
+                # (PgBouncer < 1.22) the next transaction may run on another
+                # server connection, where the name is unknown or is another
+                # client's statement. The work is inside PL/pgSQL, whose plans
+                # the server caches anyway (docs/performance.md measures it).
+                cur.execute(statement, params, prepare=False)
                 return cur.fetchall()
 
-        return run_translated(run)
+        return run_translated(run, self._conn)
 
     def upsert(
         self,

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and checks need, if any is missing:
 # PostgreSQL 15 with pgTAP (SQL-level tests) and plpgsql_check (lint of the
-# PL/pgSQL functions). Installs nothing when all are present.
+# PL/pgSQL functions), php-cli (Laravel's token format, both ways) and
+# pgbouncer (tests behind a transaction pooler). Installs nothing when all are present.
 set -euo pipefail
-packages=(postgresql-15 postgresql-client-15 postgresql-15-pgtap postgresql-15-plpgsql-check php-cli)
+packages=(postgresql-15 postgresql-client-15 postgresql-15-pgtap postgresql-15-plpgsql-check php-cli pgbouncer)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -28,6 +28,7 @@ from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from cmis_repo.migrate import migrate
+from tests.support.orgs import make_org
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,11 +221,3 @@ def other_org_id(db: psycopg.Connection[Any]) -> uuid.UUID:
 def org_id(db: psycopg.Connection[Any]) -> uuid.UUID:
     """An organisation in cmis.orgs (committed, so other connections see it)."""
     return make_org(db)
-
-
-def make_org(conn: psycopg.Connection[Any], name: str = "Acme") -> uuid.UUID:
-    """Insert and commit an organisation; return its id."""
-    new_id = uuid.uuid4()
-    conn.execute("INSERT INTO cmis.orgs (org_id, name) VALUES (%s, %s)", (new_id, name))
-    conn.commit()
-    return new_id

@@ -55,7 +55,7 @@ from cmis_repo import (
     UnknownOrganisationError,
     UpsertResult,
 )
-from tests.conftest import make_org
+from tests.support.orgs import make_org
 
 Conn = psycopg.Connection[Any]
 

@@ -76,7 +76,7 @@ from cmis_repo import (
     PlatformConnectionRepository,
     RepositoryError,
 )
-from tests.conftest import make_org
+from tests.support.orgs import make_org
 
 #: Every function of schema cmis; test_every_cmis_function_is_covered_here keeps it true.
 CMIS_FUNCTIONS = (

@@ -21,7 +21,7 @@ from cmis_repo import (
     RepositoryError,
     UnknownOrganisationError,
 )
-from tests.conftest import make_org
+from tests.support.orgs import make_org
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from cmis_repo import (
     PlatformConnectionRepository,
     RepositoryError,
 )
-from tests.conftest import make_org
+from tests.support.orgs import make_org
 
 ACCESS = "EAAB-plain-access-token-0123456789"
 REFRESH = "plain-refresh-token-9876543210"

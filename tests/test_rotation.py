@@ -20,7 +20,7 @@ from psycopg import sql
 from cmis_repo import LaravelEncrypter, PermissionDeniedError
 from cmis_repo.cli import main
 from cmis_repo.rotation import RotationReport, rotate_keys
-from tests.conftest import make_org
+from tests.support.orgs import make_org
 
 
 def new_key() -> str:

@@ -34,7 +34,7 @@ from cmis_repo import (
     PermissionDeniedError,
     PlatformConnectionRepository,
 )
-from tests.conftest import make_org
+from tests.support.orgs import make_org
 
 Conn = psycopg.Connection[Any]
 SET_ORG = "SELECT set_config('app.current_org_id', %s, true)"
