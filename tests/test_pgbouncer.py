@@ -65,6 +65,8 @@ class Tally:
     calls: int = 0
     lost: int = 0
     replaced: int = 0
+    why: list[str] = field(default_factory=list)
+    backends: set[int] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     lock: threading.Condition = field(default_factory=threading.Condition)
     done: bool = False
@@ -131,19 +133,24 @@ def _client(
                 assert {r.account_id: r.connection_id for r in mine} == live
                 if in_transaction:
                     setting = conn.execute(
-                        "SELECT current_setting('app.current_org_id', true)", prepare=False
+                        "SELECT current_setting('app.current_org_id', true), pg_backend_pid()",
+                        prepare=False,
                     ).fetchone()
-                    assert setting == (str(org_id),)
+                    assert setting is not None
+                    assert setting[0] == str(org_id)
+                    tally.backends.add(setting[1])
                     conn.commit()
                 tally.count()
-            except ConnectionLostError:
+            except ConnectionLostError as error:
                 lost = True
-            except psycopg.Error:
+                tally.why.append(str(error))
+            except psycopg.Error as error:
                 # The test's own statements (BEGIN, COMMIT, the setting): a
                 # killed server connection, and only that, may fail them.
                 if not conn.broken:
                     raise
                 lost = True
+                tally.why.append(f"{type(error).__name__}: {error}")
             else:
                 lost = False
             if lost:
@@ -180,58 +187,67 @@ def _resync(
     raise AssertionError("no connection lived long enough to read the rows back")
 
 
-def _replace_server_connections(bouncer, admin_conn, tally, how, every=10):
-    """Every ``every`` calls of the clients, make pgbouncer use new server
+def _kill_server_connections(admin_conn, tally, every=10):
+    """Every ``every`` calls of the clients, kill pgbouncer's server
     connections. Paced by the clients' progress: pgbouncer 1.18 holds back
     new logins for server_login_retry after one was cut short."""
     calls = 0
     while tally.wait_for_calls(calls + every):
         calls = tally.calls + tally.lost
-        if how == "reconnect":
-            bouncer.admin("RECONNECT")
-            tally.replaced += 1
-        else:
-            killed = admin_conn.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name = %s",
-                (APPLICATION_NAME,),
-            ).fetchone()
-            tally.replaced += killed[0]
+        killed = admin_conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            (APPLICATION_NAME,),
+        ).fetchone()
+        tally.replaced += killed[0]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["reconnect", "terminate"])
-def test_many_clients_of_several_organisations(db, bouncer, connect, how):
-    """8 clients of 3 organisations over one pgbouncer, its server connections
-    replaced (RECONNECT) or killed (pg_terminate_backend) all along: every
-    answer right, no organisation seen in another's transaction. A killed
-    connection may fail the call on it, as ConnectionLostError only."""
+@pytest.mark.parametrize("pool_size", [1, 4])
+@pytest.mark.parametrize("how", ["lifetime", "terminate"])
+def test_many_clients_of_several_organisations(db, pg_server, connect, pool_size, how):
+    """8 clients of 3 organisations over one pgbouncer whose server
+    connections are replaced all along, by pgbouncer (server_lifetime 50 ms)
+    or killed under it (pg_terminate_backend): every answer right, no
+    organisation seen in another's transaction, no error at all when
+    pgbouncer replaces them; a killed connection may fail the call on it, as
+    ConnectionLostError only."""
     orgs = [make_org(db, f"org {n}") for n in range(3)]
     admin_conn = connect(autocommit=True)
     tally = Tally()
-    replacer = threading.Thread(
-        target=_replace_server_connections, args=(bouncer, admin_conn, tally, how)
-    )
-    clients = [
-        threading.Thread(
-            target=_client,
-            args=(bouncer, db.info.dbname, orgs[n % 3], f"c{n}", 60, tally, n),
-        )
-        for n in range(8)
-    ]
-    replacer.start()
-    for thread in clients:
-        thread.start()
-    for thread in clients:
-        thread.join(120)
-    with tally.lock:
-        tally.done = True
-        tally.lock.notify_all()
-    replacer.join()
+    with pgbouncer(
+        pg_server.host,
+        pg_server.port,
+        pg_server.user,
+        pool_size=pool_size,
+        databases=(db.info.dbname,),
+        settings={"server_lifetime": 0.05} if how == "lifetime" else None,
+    ) as bouncer:
+        killer = threading.Thread(target=_kill_server_connections, args=(admin_conn, tally))
+        clients = [
+            threading.Thread(
+                target=_client,
+                args=(bouncer, db.info.dbname, orgs[n % 3], f"c{n}", 60, tally, n),
+            )
+            for n in range(8)
+        ]
+        if how == "terminate":
+            killer.start()
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(120)
+        with tally.lock:
+            tally.done = True
+            tally.lock.notify_all()
+        if how == "terminate":
+            killer.join()
     assert tally.errors == []
-    assert tally.replaced > 5
-    if how == "reconnect":
-        assert tally.lost == 0
+    if how == "lifetime":
+        assert tally.why == []
+        assert len(tally.backends) > 4 * pool_size, "pgbouncer did not replace connections"
+    else:
+        assert tally.replaced > 5
     assert tally.calls + tally.lost == 8 * 60
     live = db.execute(
         "SELECT count(*) FROM cmis.platform_connections WHERE deleted_at IS NULL"

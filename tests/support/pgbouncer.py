@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ def pgbouncer(
     pool_size: int,
     databases: tuple[str, ...] = (),
     pool_mode: str = "transaction",
-    **settings: object,
+    settings: Mapping[str, object] | None = None,
 ) -> Iterator[PgBouncer]:
     """Start pgbouncer for every database of the server; stop it afterwards.
 
@@ -105,7 +105,7 @@ def pgbouncer(
         "query_wait_timeout": 30,
         "log_connections": 0,
         "log_disconnections": 0,
-        **settings,
+        **(settings or {}),
     }
     target = f"host={server_host} port={server_port} application_name={APPLICATION_NAME}"
     lines = ["[databases]", *(f"{name} = {target} dbname={name}" for name in databases)]
