@@ -458,7 +458,7 @@ def test_statements_inside_the_functions_use_indexes(plans_conn, table_indexes):
             r"WHERE v_state\[k\.ordinality\] = 0\s+\)\s+UPDATE cmis\.platform_connections"
         ),
         "bulk undelete": r"\), chosen AS \(",
-        "bulk insert": r"WITH i AS MATERIALIZED",
+        "bulk insert": r"WITH written AS \(\s+INSERT INTO",
     }
     for kind, pattern in kinds.items():
         seen = [p for p in nested if re.search(pattern, p.query_text)]

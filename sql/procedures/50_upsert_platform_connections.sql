@@ -57,6 +57,11 @@ DECLARE
     v_attempt int := 1;
     v_progress int;
     v_org_lock_modes text[];
+    -- Each element's position by its key, and the connection_id a create of
+    -- it takes: rows the INSERT returns are matched to their elements through
+    -- these, never by a join the planner could make quadratic.
+    v_position jsonb;
+    v_new_ids uuid[];
     v_key record;
 BEGIN
     ------------------------------------------------------------------------
@@ -261,17 +266,33 @@ BEGIN
     END IF;
     v_now := clock_timestamp();
     v_state := array_fill(0, ARRAY[v_count]);
+    SELECT jsonb_object_agg(k.platform || E'\x1f' || k.account_id, k.ordinality), array_agg(gen_random_uuid())
+      INTO v_position, v_new_ids
+      FROM unnest(v_input) WITH ORDINALITY AS k;
     v_row := array_fill(NULL::cmis.platform_connections, ARRAY[v_count]);
 
     -- A round counts against c_max_attempts only when it moved nothing
     -- forward: the app's writes to some keys must not use up the others'.
     LOOP
         v_progress := 0;
-        -- Fast path: live rows are updated in place.
+        -- Fast path: live rows are updated in place. Each element finds its
+        -- row by the key (LATERAL ... LIMIT 1: an index lookup per element,
+        -- a plan the planner cannot turn round), and the UPDATE takes the
+        -- rows by ctid and nothing else (a TID lookup each). Joined on the key,
+        -- a table not yet analyzed looked one row small to the planner, which
+        -- then rescanned the whole input for every row of the organisation
+        -- (seconds for 5,000 elements; tests/test_query_plans.py). A row
+        -- changed by SQL of the app's since the lookup has a new ctid, so it
+        -- is left for the next pass, as a row soft-deleted meanwhile must be.
         FOR v_done IN
             WITH i AS (
-                SELECT k.*
+                SELECT k.*, live.ctid AS live_ctid
                   FROM unnest(v_input) WITH ORDINALITY AS k
+                 CROSS JOIN LATERAL (
+                        SELECT l.ctid FROM cmis.platform_connections AS l
+                         WHERE l.org_id = p_org_id AND l.platform = k.platform
+                           AND l.account_id = k.account_id AND l.deleted_at IS NULL
+                         LIMIT 1) AS live
                  WHERE v_state[k.ordinality] = 0
             )
             UPDATE cmis.platform_connections AS c
@@ -286,8 +307,7 @@ BEGIN
                    sync_frequency_minutes = COALESCE(i.sync_frequency_minutes, c.sync_frequency_minutes),
                    updated_at = v_now
               FROM i
-             WHERE c.org_id = p_org_id AND c.platform = i.platform AND c.account_id = i.account_id
-               AND c.deleted_at IS NULL
+             WHERE c.ctid = i.live_ctid
             RETURNING i.ordinality AS n, c
         LOOP
             v_row[v_done.n] := v_done.c;
@@ -362,23 +382,21 @@ BEGIN
         -- changed it since the steps above looked: go round), except in the
         -- last pass.
         FOR v_done IN
-            WITH i AS MATERIALIZED (
-                SELECT k.*, gen_random_uuid() AS new_id
-                  FROM unnest(v_input) WITH ORDINALITY AS k
-                 WHERE v_state[k.ordinality] = 0
-            ), written AS (
+            WITH written AS (
                 INSERT INTO cmis.platform_connections AS c (
                     connection_id, org_id, platform, account_id, account_name, status,
                     access_token, refresh_token, token_expires_at, scopes, account_metadata,
                     auto_sync, sync_frequency_minutes, created_at, updated_at)
-                SELECT i.new_id, p_org_id, i.platform, i.account_id, i.account_name, COALESCE(i.status, 'active'),
-                       i.access_token, i.refresh_token, i.token_expires_at, i.scopes, i.account_metadata,
+                SELECT v_new_ids[i.ordinality], p_org_id, i.platform, i.account_id, i.account_name,
+                       COALESCE(i.status, 'active'), i.access_token, i.refresh_token,
+                       i.token_expires_at, i.scopes, i.account_metadata,
                        COALESCE(i.auto_sync, true), COALESCE(i.sync_frequency_minutes, 15), v_now, v_now
-                  FROM i
-                 WHERE v_attempt >= c_max_attempts
-                    OR NOT EXISTS (SELECT FROM cmis.platform_connections AS e
-                                    WHERE e.org_id = p_org_id AND e.platform = i.platform
-                                      AND e.account_id = i.account_id)
+                  FROM unnest(v_input) WITH ORDINALITY AS i
+                 WHERE v_state[i.ordinality] = 0
+                   AND (v_attempt >= c_max_attempts
+                        OR NOT EXISTS (SELECT FROM cmis.platform_connections AS e
+                                        WHERE e.org_id = p_org_id AND e.platform = i.platform
+                                          AND e.account_id = i.account_id))
                  ORDER BY i.ordinality
                 ON CONFLICT (org_id, platform, account_id) WHERE deleted_at IS NULL
                 DO UPDATE
@@ -391,13 +409,14 @@ BEGIN
                               COALESCE(i2.scopes, c.scopes), COALESCE(i2.account_metadata, c.account_metadata),
                               COALESCE(i2.auto_sync, c.auto_sync),
                               COALESCE(i2.sync_frequency_minutes, c.sync_frequency_minutes), v_now
-                         FROM i AS i2
-                        WHERE i2.new_id = EXCLUDED.connection_id)
+                         FROM (SELECT (v_input[(v_position ->> (EXCLUDED.platform || E'\x1f' || EXCLUDED.account_id))::int]).*)
+                              AS i2)
                 RETURNING c
+            ), found AS (
+                SELECT (v_position ->> ((w.c).platform || E'\x1f' || (w.c).account_id))::int AS n, w.c
+                  FROM written AS w
             )
-            SELECT i.ordinality AS n, w.c, (w.c).connection_id = i.new_id AS created
-              FROM written AS w
-              JOIN i ON i.platform = (w.c).platform AND i.account_id = (w.c).account_id
+            SELECT f.n, f.c, (f.c).connection_id = v_new_ids[f.n] AS created FROM found AS f
         LOOP
             v_row[v_done.n] := v_done.c;
             v_state[v_done.n] := CASE WHEN v_done.created THEN 3 ELSE 1 END;
