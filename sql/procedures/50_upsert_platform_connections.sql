@@ -252,6 +252,17 @@ BEGIN
        AND l.objid = hashtext(p_org_id::text)::oid
        AND l.objsubid = 2;
     IF 'ShareLock' = ANY (v_org_lock_modes) AND NOT 'ExclusiveLock' = ANY (v_org_lock_modes) THEN
+        -- One lock per key, in the lock table every database of the server
+        -- shares: thousands would leave other sessions, in any database, with
+        -- "out of shared memory" (53200). At most max_locks_per_transaction,
+        -- the number the server sizes its table for per session; above it,
+        -- refuse before taking any.
+        IF v_count > current_setting('max_locks_per_transaction')::int THEN
+            RAISE EXCEPTION 'p_rows has % elements, but this transaction already wrote a connection of organisation % through a single-key function, so the bulk call must lock each key: at most % here',
+                    v_count, p_org_id, current_setting('max_locks_per_transaction')
+                USING ERRCODE = 'program_limit_exceeded',
+                      HINT = 'Commit the single-key writes first, or make the bulk call before them (it then takes one lock for the organisation), or pass at most max_locks_per_transaction elements. Nothing was written.';
+        END IF;
         FOR v_key IN
             SELECT DISTINCT k.platform COLLATE "C" AS platform, k.account_id COLLATE "C" AS account_id
               FROM unnest(v_input) AS k
@@ -456,7 +467,9 @@ malformed value, a status outside the list, sync_frequency_minutes <= 0, the sam
 Holds the organisation''s lock exclusively (the single-key functions hold it shared), so bulk and
 single calls of one organisation, each in a transaction of its own, take turns and never deadlock
 one another. In a transaction that already holds it shared (a single-key write came first) it takes
-each key''s lock instead, in byte order of (platform, account_id); such a transaction can deadlock
-with another that holds one of its keys, as any transaction writing several keys can. Tokens are stored as passed (ciphertext).
+each key''s lock instead, in byte order of (platform, account_id), and refuses more than
+max_locks_per_transaction elements (54000; one lock per key would fill the lock table every database
+of the server shares); such a transaction can deadlock with another that holds one of its keys, as
+any transaction writing several keys can. Tokens are stored as passed (ciphertext).
 Example: SELECT ord, outcome, connection_id FROM cmis.upsert_platform_connections(''…'',
   ''[{"platform": "meta", "account_id": "act_1"}, {"platform": "google", "account_id": "g_2"}]'');';
