@@ -21,8 +21,12 @@ from cmis_repo.models import (
     UpsertResult,
 )
 from cmis_repo.repository import PlatformConnectionRepository
+from cmis_repo.values import END_OF_TIME, MAX_JSON_DEPTH, START_OF_TIME, UnparsedJson
 
 __all__ = [
+    "END_OF_TIME",
+    "MAX_JSON_DEPTH",
+    "START_OF_TIME",
     "STATUSES",
     "ConflictError",
     "ConnectionInput",
@@ -40,5 +44,6 @@ __all__ = [
     "RepositoryError",
     "TokenCipher",
     "UnknownOrganisationError",
+    "UnparsedJson",
     "UpsertResult",
 ]

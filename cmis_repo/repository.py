@@ -24,6 +24,7 @@ from cmis_repo.models import (
     upsert_result_row,
 )
 from cmis_repo.queries import query
+from cmis_repo.values import json_problem, register_stored_value_loaders, text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ class PlatformConnectionRepository:
 
         def run() -> list[T]:
             with self._conn.cursor(row_factory=row_factory) as cur:
+                # Values stored around the functions that Python cannot hold
+                # (infinite timestamps, JSON nested past the parser) read in
+                # their documented form instead of failing the whole read.
+                register_stored_value_loaders(cur)
                 # Never a named prepared statement: behind a transaction pooler
                 # (PgBouncer < 1.22) the next transaction may run on another
                 # server connection, where the name is unknown or is another
@@ -134,6 +139,18 @@ class PlatformConnectionRepository:
         (with a cipher, for a token kept from before) :class:`DecryptionError`
         naming the connection when a stored token decrypts under no key.
         """
+        _refuse_unstorable(
+            "p_",
+            {
+                "platform": platform,
+                "account_id": account_id,
+                "account_name": account_name,
+                "status": status,
+                "access_token": access_token,
+                "refresh_token": refresh_token,
+            },
+            {"scopes": scopes, "account_metadata": account_metadata},
+        )
         sealed_access, sealed_refresh = self._seal(access_token), self._seal(refresh_token)
         params = {
             "org_id": org_id,
@@ -181,7 +198,19 @@ class PlatformConnectionRepository:
         """
         elements: list[dict[str, object]] = []
         known: dict[str, str | None] = {}
-        for row in rows:
+        for position, row in enumerate(rows, start=1):
+            _refuse_unstorable(
+                f"p_rows element {position} ",
+                {
+                    "platform": row.platform,
+                    "account_id": row.account_id,
+                    "account_name": row.account_name,
+                    "status": row.status,
+                    "access_token": row.access_token,
+                    "refresh_token": row.refresh_token,
+                },
+                {"scopes": row.scopes, "account_metadata": row.account_metadata},
+            )
             access, refresh = self._seal(row.access_token), self._seal(row.refresh_token)
             if self._cipher is not None:
                 for sealed, plain in ((access, row.access_token), (refresh, row.refresh_token)):
@@ -269,3 +298,18 @@ class PlatformConnectionRepository:
             raise InvalidInputError(f"older_than must not be negative, got {older_than}")
         ((purged,),) = self._fetch("purge", {"org_id": org_id, "older_than": older_than}, tuple_row)
         return int(purged)
+
+
+def _refuse_unstorable(
+    prefix: str, texts: Mapping[str, str | None], documents: Mapping[str, JsonValue]
+) -> None:
+    """Raise :class:`InvalidInputError` for a value no database call could store
+    (cmis_repo.values), before anything is encrypted or sent. The message names
+    the argument, never the value."""
+    for name, text in texts.items():
+        if isinstance(text, str) and (problem := text_problem(text)):
+            raise InvalidInputError(f"{prefix}{name} {problem}", sqlstate="22021")
+    for name, document in documents.items():
+        if document is not None and (found := json_problem(document)):
+            problem, sqlstate = found
+            raise InvalidInputError(f"{prefix}{name} {problem}", sqlstate=sqlstate)

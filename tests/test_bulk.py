@@ -55,6 +55,9 @@ from cmis_repo import (
     UnknownOrganisationError,
     UpsertResult,
 )
+from tests.support.inputs import BAD_INPUTS as SINGLE_BAD_INPUTS
+from tests.support.inputs import GOOD_EDGE_INPUTS as SINGLE_GOOD_EDGE_INPUTS
+from tests.support.inputs import Call
 from tests.support.orgs import make_org
 
 Conn = psycopg.Connection[Any]
@@ -670,9 +673,9 @@ BAD_CASES = [
         to_repo=True,
         sync_frequency_minutes=1.0,
     ),
-    bad_element(
+    bad_element(  # 22003 as the single call's integer argument (was 22023, "wrong type")
         "sync-beyond-int4",
-        "22023",
+        "22003",
         "sync_frequency_minutes",
         to_repo=True,
         sync_frequency_minutes=3_000_000_000,
@@ -1066,3 +1069,73 @@ def test_a_2000_element_batch_over_every_state(db, org_id):
     rows_after = db.execute("SELECT count(*) FROM cmis.platform_connections").fetchone()
     assert rows_after == (rows_before[0] + 500,)
     assert len({r["connection_id"] for r in rows}) == n
+
+
+# --------------------------------------------------------------------------
+# 5. One definition of what is valid: the bulk call accepts and refuses exactly
+#    what the single call does (the single call's table, tests/support/inputs.py).
+# --------------------------------------------------------------------------
+
+
+def _as_element(call: Call) -> dict[str, Any]:
+    return {
+        "platform": call.platform,
+        "account_id": call.account_id,
+        "account_name": call.account_name,
+        "status": call.status,
+        "sync_frequency_minutes": call.sync_frequency_minutes,
+    }
+
+
+@pytest.mark.parametrize(("changes", "sqlstate", "argument"), SINGLE_BAD_INPUTS)
+def test_the_bulk_call_refuses_what_the_single_call_refuses(
+    db, org_id, existing, changes, sqlstate, argument
+):
+    if "org_id" in changes:
+        pytest.skip("p_org_id is the bulk call's own argument (BAD_CASES)")
+    call = Call(org_id=org_id, **changes)
+    with pytest.raises(psycopg.Error) as caught:
+        run_bulk(db, org_id, [GOOD_ELEMENTS[0], _as_element(call)])
+    db.rollback()
+    message = caught.value.diag.message_primary or ""
+    assert caught.value.sqlstate == sqlstate, message
+    assert message.startswith("p_rows element 2 " + argument.removeprefix("p_")), message
+
+
+@pytest.mark.parametrize(("changes", "outcome"), SINGLE_GOOD_EDGE_INPUTS)
+def test_the_bulk_call_accepts_what_the_single_call_accepts(db, org_id, existing, changes, outcome):
+    call = Call(org_id=org_id, **changes)
+    [row] = run_bulk(db, org_id, [_as_element(call)])
+    assert row["outcome"] == outcome.value
+    assert (row["platform"], row["account_id"]) == (call.platform, call.account_id)
+    if call.sync_frequency_minutes is not None:
+        assert row["sync_frequency_minutes"] == call.sync_frequency_minutes
+
+
+@pytest.mark.parametrize("minutes", [2**31, -(2**31) - 1, 10**30])
+def test_a_sync_frequency_beyond_an_integer_is_out_of_range_and_named(db, org_id, minutes):
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange) as caught:
+        run_bulk(
+            db, org_id, [element3(), element3(account_id="a2", sync_frequency_minutes=minutes)]
+        )
+    assert (caught.value.diag.message_primary or "").startswith(
+        "p_rows element 2 sync_frequency_minutes"
+    )
+
+
+@pytest.mark.parametrize(
+    "field", ["platform", "account_id", "account_name", "status", "access_token", "refresh_token"]
+)
+@pytest.mark.parametrize("bad_text", ["a\x00b", "a\ud800b"], ids=["nul", "lone-surrogate"])
+def test_text_no_database_can_store_is_refused_by_element_position(
+    db, org_id, existing, field, bad_text
+):
+    good = [ConnectionInput(**e) for e in GOOD_ELEMENTS]
+    bad = ConnectionInput(**{**element3(), field: bad_text})
+    before = snapshot(db)
+    with pytest.raises(InvalidInputError) as caught:
+        PlatformConnectionRepository(db).upsert_many(org_id, [*good[:2], bad, good[2]])
+    db.rollback()
+    assert caught.value.message.startswith(f"p_rows element 3 {field}"), caught.value.message
+    assert bad_text not in str(caught.value)
+    assert snapshot(db) == before

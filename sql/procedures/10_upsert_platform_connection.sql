@@ -111,6 +111,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL to keep the stored value (15 for a new connection).';
     END IF;
+    -- As deep as Python's json module (and most others) can read back: an item
+    -- at level 101 is too deep (cmis_repo.values.MAX_JSON_DEPTH).
+    IF jsonb_path_exists(p_scopes, 'strict $.**{101}') OR jsonb_path_exists(p_account_metadata, 'strict $.**{101}') THEN
+        RAISE EXCEPTION '% is nested deeper than 100 levels',
+                CASE WHEN jsonb_path_exists(p_scopes, 'strict $.**{101}') THEN 'p_scopes' ELSE 'p_account_metadata' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Store at most 100 levels of nested arrays and objects.';
+    END IF;
 
     -- Only the organisation the session acts for (app.current_org_id).
     -- The check function is called only when it could refuse: not when the
@@ -285,6 +293,7 @@ cmis.lock_platform_connection_key (held to the end of the transaction); writes b
 take that lock never make this function fail.
 Errors, nothing written: 22004 NULL org/platform/account; 22023 blank values, an account id with
 leading or trailing white space, a platform that is not a lower-case slug, a status outside pending/active/warning/expired/revoked/error, a sync frequency <= 0;
+22023 p_scopes or p_account_metadata nested deeper than 100 levels;
 22001 a platform over 50, an account id or name over 255 characters; 23503 an org not in cmis.orgs;
 42501 app.current_org_id is set to another org, or is unset for a role under row-level security.
 Tokens are stored exactly as passed: the Laravel app (and cmis_repo with a cipher) stores

@@ -94,9 +94,13 @@ BEGIN
         OR jsonb_typeof(e.o -> 'auto_sync') NOT IN ('boolean', 'null')
         OR CASE coalesce(jsonb_typeof(e.o -> 'sync_frequency_minutes'), 'null')
                WHEN 'null' THEN false
-               WHEN 'number' THEN CASE WHEN e.o ->> 'sync_frequency_minutes' ~ '^-?[0-9]{1,9}$'
-                                       THEN (e.o ->> 'sync_frequency_minutes')::int <= 0 ELSE true END
+               -- An integer of the single call's p_sync_frequency_minutes: 1 .. 2^31 - 1,
+               -- compared as JSON (no cast the planner could fold too early).
+               WHEN 'number' THEN NOT (e.o ->> 'sync_frequency_minutes' ~ '^-?[0-9]+$'
+                                       AND e.o -> 'sync_frequency_minutes' BETWEEN '1'::jsonb AND '2147483647'::jsonb)
                ELSE true END
+        OR jsonb_path_exists(e.o -> 'scopes', 'strict $.**{101}')
+        OR jsonb_path_exists(e.o -> 'account_metadata', 'strict $.**{101}')
         -- A slug is never blank; an id that starts and ends with a non-space is not either.
         OR e.o ->> 'platform' !~ '^[a-z0-9]+([_-][a-z0-9]+)*$'
         OR char_length(e.o ->> 'platform') > 50
@@ -129,7 +133,7 @@ BEGIN
                             OR (k = 'auto_sync' AND jsonb_typeof(v) NOT IN ('boolean', 'null'))
                             OR (k = 'sync_frequency_minutes'
                                 AND NOT (jsonb_typeof(v) = 'null'
-                                         OR (jsonb_typeof(v) = 'number' AND v::text ~ '^-?[0-9]{1,9}$')))
+                                         OR (jsonb_typeof(v) = 'number' AND v::text ~ '^-?[0-9]+$')))
                        ) AS mistyped
                ) AS f
          CROSS JOIN LATERAL (
@@ -164,9 +168,23 @@ BEGIN
                     -- Compared as JSON, not cast: with p_rows a constant the
                     -- planner folds a cast even where CASE would skip it.
                     (14, jsonb_typeof(x.o -> 'sync_frequency_minutes') = 'number'
+                         AND x.o -> 'sync_frequency_minutes' > '2147483647'::jsonb, '22003',
+                        format('sync_frequency_minutes is out of range for an integer, got %s',
+                               left(x.o ->> 'sync_frequency_minutes', 60)), NULL),
+                    (15, jsonb_typeof(x.o -> 'sync_frequency_minutes') = 'number'
+                         AND x.o -> 'sync_frequency_minutes' < '-2147483648'::jsonb, '22003',
+                        format('sync_frequency_minutes is out of range for an integer, got %s',
+                               left(x.o ->> 'sync_frequency_minutes', 60)), NULL),
+                    (16, jsonb_typeof(x.o -> 'sync_frequency_minutes') = 'number'
                          AND x.o -> 'sync_frequency_minutes' <= '0'::jsonb, '22023',
                         format('sync_frequency_minutes must be a positive number of minutes, got %s',
-                               x.o ->> 'sync_frequency_minutes'), NULL)
+                               x.o ->> 'sync_frequency_minutes'), NULL),
+                    (17, jsonb_path_exists(x.o -> 'scopes', 'strict $.**{101}'), '22023',
+                        'scopes is nested deeper than 100 levels',
+                        'Store at most 100 levels of nested arrays and objects.'),
+                    (18, jsonb_path_exists(x.o -> 'account_metadata', 'strict $.**{101}'), '22023',
+                        'account_metadata is nested deeper than 100 levels',
+                        'Store at most 100 levels of nested arrays and objects.')
                   ) AS c (priority, failed, code, message, hint)
                  WHERE c.failed
                  ORDER BY c.priority
@@ -461,7 +479,8 @@ call for each element: a live row is updated, else the most recently deleted row
 one is created; an absent field or null keeps the stored value, status defaults to ''active''.
 Errors, nothing written: 22004 NULL arguments or a NULL platform/account_id; 22023 p_rows not an
 array, an element not an object, an unknown field or a field of the wrong JSON type, a blank or
-malformed value, a status outside the list, sync_frequency_minutes <= 0, the same key twice;
+malformed value, a status outside the list, sync_frequency_minutes <= 0, scopes or account_metadata
+nested deeper than 100 levels, the same key twice; 22003 sync_frequency_minutes beyond an integer;
 22001 values too long; 22007 a token_expires_at that is not a timestamp - each naming the element
 ("p_rows element 3 ..."); 23503 an org not in cmis.orgs; 42501 as upsert_platform_connection.
 Holds the organisation''s lock exclusively (the single-key functions hold it shared), so bulk and
