@@ -14,12 +14,13 @@ from functools import wraps
 from typing import NoReturn, ParamSpec, TypeVar
 
 import click
+import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cmis_repo.database import DatabaseUnreachable, connect, conninfo_from_env
 from cmis_repo.encryption import LaravelEncrypter
-from cmis_repo.errors import EncryptionKeyError, PermissionDeniedError, RepositoryError
+from cmis_repo.errors import EncryptionKeyError, PermissionDeniedError, RepositoryError, translate
 from cmis_repo.migrate import migrate as run_migrations
 from cmis_repo.models import PlatformConnection, UpsertResult
 from cmis_repo.queries import query
@@ -34,15 +35,30 @@ DEMO_ORG_ID = uuid.UUID("00000000-0000-4000-8000-00000000de40")
 
 
 def _friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn an unreachable database into a message and exit status 2, not a traceback."""
+    """A database that cannot be reached, is not migrated or fails a call: one
+    line saying so, exit status 2, never a traceback."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except DatabaseUnreachable as error:
-            click.secho(f"error: {error}", fg="red", err=True)
-            raise SystemExit(2) from None
+            message = str(error)
+        except (
+            psycopg.errors.UndefinedTable,
+            psycopg.errors.UndefinedFunction,
+            psycopg.errors.InvalidSchemaName,
+        ) as error:
+            message = (
+                f"the database is not migrated ({error.diag.message_primary}):"
+                " run `cmis-repo migrate` first"
+            )
+        except RepositoryError as error:
+            message = str(error)
+        except psycopg.Error as error:
+            message = translate(error).message
+        click.secho(f"error: {message}", fg="red", err=True)
+        raise SystemExit(2)
 
     return wrapper
 

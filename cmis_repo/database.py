@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -17,7 +18,36 @@ _YOYO_SCHEMES = ("postgresql+psycopg://", "postgres+psycopg://")
 
 
 class DatabaseUnreachable(Exception):
-    """The server could not be reached; the message says how to fix it."""
+    """No connection could be made: the server does not answer, refuses the role,
+    the password or the database, or ``DATABASE_URL`` is malformed. The
+    message (one line, the password masked) says which, and how to fix it."""
+
+
+#: What the server (or libpq) said, and what to do about it, in the order tried.
+_CONNECT_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r'role "(?P<name>[^"]*)" does not exist'),
+        "the server has no role {name}: create it (CREATE ROLE {name} LOGIN) or set the user"
+        " in DATABASE_URL",
+    ),
+    (
+        re.compile(r'database "(?P<name>[^"]*)" does not exist'),
+        "the server has no database {name}: create it (createdb {name}) or name another in"
+        " DATABASE_URL",
+    ),
+    (
+        re.compile(r"password authentication failed|no password supplied|password is wrong"),
+        "the password was refused: check the password in DATABASE_URL (or PGPASSWORD, ~/.pgpass)",
+    ),
+    (
+        re.compile(
+            r"Connection refused|No such file or directory|timeout expired|could not"
+            r" translate host name|Is the server running"
+        ),
+        "nothing answers there: start the server (for example: pg_ctlcluster 15 main start)"
+        " or point DATABASE_URL at one, e.g. postgresql://user@localhost:5432/dbname",
+    ),
+)
 
 
 def conninfo_from_env(database_url: str | None = None) -> str:
@@ -53,14 +83,46 @@ def connect(conninfo: str, **kwargs: object) -> psycopg.Connection[tuple[object,
     """
     kwargs.setdefault("prepare_threshold", None)
     try:
+        where = describe(conninfo)
+    except psycopg.ProgrammingError as error:
+        raise DatabaseUnreachable(_malformed(error)) from None
+    try:
         return psycopg.connect(conninfo, **kwargs)  # type: ignore[arg-type]
+    except psycopg.ProgrammingError as error:
+        raise DatabaseUnreachable(_malformed(error)) from None
     except psycopg.OperationalError as error:
         reason = " ".join(str(error).split()) or type(error).__name__
+        if "invalid" in reason and "connection option" in reason:
+            raise DatabaseUnreachable(_malformed(error)) from None
+        advice = next(
+            (
+                text.format(name=found.group("name") if "name" in found.groupdict() else "")
+                for pattern, text in _CONNECT_FAILURES
+                if (found := pattern.search(reason))
+            ),
+            "check DATABASE_URL (or PGHOST, PGPORT, PGUSER, PGDATABASE)",
+        )
         raise DatabaseUnreachable(
-            f"cannot connect to PostgreSQL at {describe(conninfo)}: {reason}\n"
-            "Start the server (for example: pg_ctlcluster 15 main start), or point DATABASE_URL "
-            "at one, e.g. DATABASE_URL=postgresql://user@localhost:5432/dbname"
+            f"cannot connect to PostgreSQL at {where}: {advice} ({reason})"
         ) from None
+
+
+#: Words of a conninfo that libpq may quote back in its error, safe to show.
+_OPTION_NAMES = frozenset(d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults()) | {"="}
+
+
+def _malformed(error: psycopg.Error) -> str:
+    # libpq quotes the part it could not read, which may be a password: show
+    # only quoted option names.
+    reason = re.sub(
+        r'"([^"]*)"',
+        lambda quoted: quoted.group(0) if quoted.group(1) in _OPTION_NAMES else '"…"',
+        " ".join(str(error).split()),
+    )
+    return (
+        f"DATABASE_URL is malformed ({reason}): use postgresql://user:password@host:5432/dbname"
+        " or a libpq string such as 'host=localhost dbname=cmis'"
+    )
 
 
 @dataclass(frozen=True)

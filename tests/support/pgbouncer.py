@@ -69,6 +69,8 @@ def pgbouncer(
     databases: tuple[str, ...] = (),
     pool_mode: str = "transaction",
     settings: Mapping[str, object] | None = None,
+    passwords: Mapping[str, str] | None = None,
+    hba: str | None = None,
 ) -> Iterator[PgBouncer]:
     """Start pgbouncer for every database of the server; stop it afterwards.
 
@@ -107,12 +109,18 @@ def pgbouncer(
         "log_disconnections": 0,
         **(settings or {}),
     }
+    if hba is not None:  # pg_hba.conf lines: who must give a password
+        (workdir / "hba.conf").write_text(hba)
+        options.update(auth_type="hba", auth_hba_file=workdir / "hba.conf")
     target = f"host={server_host} port={server_port} application_name={APPLICATION_NAME}"
     lines = ["[databases]", *(f"{name} = {target} dbname={name}" for name in databases)]
     lines += [f"* = {target}", "", "[pgbouncer]"]
     lines += [f"{name} = {value}" for name, value in options.items()]
     (workdir / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
-    (workdir / "userlist.txt").write_text(f'"{user}" ""\n')
+    users = {user: "", **(passwords or {})}
+    (workdir / "userlist.txt").write_text(
+        "".join(f'"{name}" "{password}"\n' for name, password in users.items())
+    )
     if run_as is not None:
         owner = pwd.getpwnam(run_as)
         for path in (workdir, *workdir.iterdir()):
