@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.growth
 	$(BIN)/python -m bench.bulk
 	$(BIN)/python -m bench.upsert
+	$(BIN)/python -m bench.deployment
 	$(BIN)/python -m bench.plot
 
 bench-rotate-keys: $(STAMP)
