@@ -213,7 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each bulk measurement")
     parser.add_argument("--rows", type=int, default=5000, help="elements of a bulk call")
-    report = measure(parser.parse_args(argv))
+    parser.add_argument("--quick", action="store_true", help="1 round of 1,000 elements")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.rows = 1, 1000
+    report = measure(args)
     print_report(report)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
