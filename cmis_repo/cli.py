@@ -18,7 +18,7 @@ import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cmis_repo.database import DatabaseUnreachable, connect, conninfo_from_env
+from cmis_repo.database import connect, conninfo_from_env
 from cmis_repo.encryption import LaravelEncrypter
 from cmis_repo.errors import EncryptionKeyError, PermissionDeniedError, RepositoryError, translate
 from cmis_repo.migrate import migrate as run_migrations
@@ -42,8 +42,6 @@ def _friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except DatabaseUnreachable as error:
-            message = str(error)
         except (
             psycopg.errors.UndefinedTable,
             psycopg.errors.UndefinedFunction,

@@ -14,13 +14,13 @@ from urllib.parse import quote, urlencode
 
 import psycopg
 
+from cmis_repo.errors import DatabaseUnreachableError
+
 _YOYO_SCHEMES = ("postgresql+psycopg://", "postgres+psycopg://")
 
 
-class DatabaseUnreachable(Exception):
-    """No connection could be made: the server does not answer, refuses the role,
-    the password or the database, or ``DATABASE_URL`` is malformed. The
-    message (one line, the password masked) says which, and how to fix it."""
+#: The name this error had up to 0.1.0.
+DatabaseUnreachable = DatabaseUnreachableError
 
 
 #: What the server (or libpq) said, and what to do about it, in the order tried.
@@ -76,7 +76,7 @@ def describe(conninfo: str) -> str:
 
 
 def connect(conninfo: str, **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
-    """Connect, or raise :class:`DatabaseUnreachable` with a message saying how to fix it.
+    """Connect, or raise :class:`~cmis_repo.DatabaseUnreachableError` saying how to fix it.
 
     Statements are never prepared (``prepare_threshold=None``), so that the
     commands work behind PgBouncer in transaction mode.
@@ -85,15 +85,15 @@ def connect(conninfo: str, **kwargs: object) -> psycopg.Connection[tuple[object,
     try:
         where = describe(conninfo)
     except psycopg.ProgrammingError as error:
-        raise DatabaseUnreachable(_malformed(error)) from None
+        raise DatabaseUnreachableError(_malformed(error)) from None
     try:
         return psycopg.connect(conninfo, **kwargs)  # type: ignore[arg-type]
     except psycopg.ProgrammingError as error:
-        raise DatabaseUnreachable(_malformed(error)) from None
+        raise DatabaseUnreachableError(_malformed(error)) from None
     except psycopg.OperationalError as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         if "invalid" in reason and "connection option" in reason:
-            raise DatabaseUnreachable(_malformed(error)) from None
+            raise DatabaseUnreachableError(_malformed(error)) from None
         advice = next(
             (
                 text.format(name=found.group("name") if "name" in found.groupdict() else "")
@@ -102,7 +102,7 @@ def connect(conninfo: str, **kwargs: object) -> psycopg.Connection[tuple[object,
             ),
             "check DATABASE_URL (or PGHOST, PGPORT, PGUSER, PGDATABASE)",
         )
-        raise DatabaseUnreachable(
+        raise DatabaseUnreachableError(
             f"cannot connect to PostgreSQL at {where}: {advice} ({reason})"
         ) from None
 

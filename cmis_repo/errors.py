@@ -8,18 +8,35 @@ put the row's tokens into the exception text.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 
 T = TypeVar("T")
+
+#: The class each SQLSTATE maps to, filled by the classes' own ``sqlstates``.
+_BY_SQLSTATE: dict[str, type[RepositoryError]] = {}
 
 
 class RepositoryError(Exception):
     """Base class of everything the repository raises.
 
     ``sqlstate`` is the PostgreSQL error code when the database raised it.
+    A subclass names the SQLSTATEs it stands for where it is defined
+    (``class ConflictError(RepositoryError, sqlstates=("23505",))``);
+    ``retryable`` says whether running the whole transaction again can succeed.
     """
+
+    sqlstates: ClassVar[tuple[str, ...]] = ()
+    retryable: ClassVar[bool] = False
+
+    def __init_subclass__(cls, *, sqlstates: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.sqlstates = sqlstates
+        for sqlstate in sqlstates:
+            if sqlstate in _BY_SQLSTATE:
+                raise TypeError(f"SQLSTATE {sqlstate} is already {_BY_SQLSTATE[sqlstate].__name__}")
+            _BY_SQLSTATE[sqlstate] = cls
 
     def __init__(self, message: str, *, sqlstate: str | None = None, hint: str | None = None):
         super().__init__(message)
@@ -33,11 +50,12 @@ class RepositoryError(Exception):
         return self.message
 
 
-class InvalidInputError(RepositoryError, ValueError):
-    """An argument is NULL, blank, malformed, too long or out of range (22xxx, 23514)."""
+class InvalidInputError(RepositoryError, ValueError, sqlstates=("23502", "23514")):
+    """An argument is NULL, blank, malformed, too long or out of range (every
+    SQLSTATE of class 22, data exception; 23502, 23514). Fix the input."""
 
 
-class UnknownOrganisationError(RepositoryError):
+class UnknownOrganisationError(RepositoryError, sqlstates=("23503",)):
     """The org_id is not in ``cmis.orgs`` (23503)."""
 
 
@@ -45,15 +63,36 @@ class NotFoundError(RepositoryError, LookupError):
     """No connection with that id belongs to that organisation."""
 
 
-class ConflictError(RepositoryError):
-    """Another row or transaction is in the way (23505, 40001, 40P01, 55P03).
-
-    Serialization failures and deadlocks are worth retrying the whole
-    transaction; a unique violation is not.
-    """
+class ConflictError(RepositoryError, sqlstates=("23505",)):
+    """Another live connection holds the key (23505): running the same call
+    again gives the same answer. (Up to 0.1.0 this also stood for 40001,
+    40P01 and 55P03, which are :class:`RetryableError` now.)"""
 
 
-class ConnectionLostError(RepositoryError):
+class RetryableError(RepositoryError):
+    """The transaction lost a race or its connection, not an argument: run the
+    whole transaction again (on a new connection for
+    :class:`ConnectionLostError`). Every call of the repository is safe to
+    repeat."""
+
+    retryable = True
+
+
+class SerializationFailureError(RetryableError, sqlstates=("40001",)):
+    """Under REPEATABLE READ or SERIALIZABLE, a concurrent transaction changed
+    the row first (40001)."""
+
+
+class DeadlockError(RetryableError, sqlstates=("40P01",)):
+    """PostgreSQL ended this transaction to break a deadlock (40P01); see the
+    README's "Several keys in one transaction" to avoid it."""
+
+
+class LockNotAvailableError(RetryableError, sqlstates=("55P03",)):
+    """A lock was not granted within ``lock_timeout`` (55P03)."""
+
+
+class ConnectionLostError(RetryableError):
     """The connection to PostgreSQL broke during the call (a dropped socket, a
     killed backend, a restarted server or pooler: SQLSTATE class 08, 57P01-57P03,
     or none at all).
@@ -67,8 +106,14 @@ class ConnectionLostError(RepositoryError):
     """
 
 
-class PermissionDeniedError(RepositoryError):
+class PermissionDeniedError(RepositoryError, sqlstates=("42501",)):
     """The role may not do this, row-level security included (42501)."""
+
+
+class DatabaseUnreachableError(RepositoryError):
+    """No connection could be made: the server does not answer, refuses the role,
+    the password or the database, or ``DATABASE_URL`` is malformed. The
+    message (one line, the password masked) says which, and how to fix it."""
 
 
 class EncryptionKeyError(RepositoryError, ValueError):
@@ -83,18 +128,6 @@ class DecryptionError(RepositoryError):
 
     The message says which, never showing the payload, a key or a plaintext.
     """
-
-
-_BY_SQLSTATE: dict[str, type[RepositoryError]] = {
-    "23503": UnknownOrganisationError,
-    "23505": ConflictError,
-    "23514": InvalidInputError,
-    "23502": InvalidInputError,
-    "40001": ConflictError,
-    "40P01": ConflictError,
-    "55P03": ConflictError,
-    "42501": PermissionDeniedError,
-}
 
 
 def error_class(sqlstate: str | None) -> type[RepositoryError]:

@@ -37,7 +37,7 @@ def migrate(database_url: str | None = None) -> list[str]:
     """Apply pending migrations, then install the functions; return the ids applied.
 
     ``database_url``: a libpq conninfo or URL; default ``$DATABASE_URL``, else
-    libpq's defaults. Raises :class:`~cmis_repo.database.DatabaseUnreachable`.
+    libpq's defaults. Raises :class:`~cmis_repo.DatabaseUnreachableError`.
     """
     with _locked_backend(database_url) as (backend, migrations):
         pending = backend.to_apply(migrations)
