@@ -1,6 +1,8 @@
 # make run   - migrate the default database, then play the reconnect story
 # make test  - the whole test suite (real PostgreSQL)
 # make lint  - ruff, ruff format --check, mypy --strict, plpgsql_check
+# make system-deps - the Debian packages the tests and checks need (as root, or with sudo);
+#              lint and test never install anything themselves
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -20,20 +22,20 @@ migrate: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cmis-repo demo
 
-test: $(STAMP) system-deps
+test: $(STAMP)
 	PGUSER=$${PGUSER:-$(TEST_PGUSER)} $(BIN)/pytest
 
 # The suite as a non-root user on a throw-away server started with pg_ctl.
-test-proc: $(STAMP) system-deps
+test-proc: $(STAMP)
 	VENV=$(VENV) scripts/test-as-non-root.sh
 
-lint: $(STAMP) system-deps
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict
 	$(MAKE) plpgsql-check
 
-plpgsql-check: $(STAMP) system-deps
+plpgsql-check: $(STAMP)
 	PGUSER=$${PGUSER:-$(TEST_PGUSER)} VENV=$(VENV) scripts/plpgsql-check.sh
 
 # Every benchmark, each in a throw-away database of its own, then the plot
