@@ -96,7 +96,7 @@ def connect(conninfo: str, **kwargs: object) -> psycopg.Connection[tuple[object,
             raise DatabaseUnreachableError(_malformed(error)) from None
         advice = next(
             (
-                text.format(name=found.group("name") if "name" in found.groupdict() else "")
+                text.format(**found.groupdict())
                 for pattern, text in _CONNECT_FAILURES
                 if (found := pattern.search(reason))
             ),
