@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 
 from cmis_repo import ConnectionLostError, Outcome, PlatformConnectionRepository
+from cmis_repo.errors import translate
 from tests.support.orgs import make_org
 from tests.support.pgbouncer import APPLICATION_NAME, PgBouncer, pgbouncer
 
@@ -146,8 +148,10 @@ def _client(
                 tally.why.append(str(error))
             except psycopg.Error as error:
                 # The test's own statements (BEGIN, COMMIT, the setting): a
-                # killed server connection, and only that, may fail them.
-                if not conn.broken:
+                # killed server connection, and only that, may fail them (by
+                # the repository's own rule, even when psycopg has not yet
+                # marked the connection broken: "connection socket closed").
+                if not isinstance(translate(error, broken=conn.broken), ConnectionLostError):
                     raise
                 lost = True
                 tally.why.append(f"{type(error).__name__}: {error}")
@@ -161,7 +165,9 @@ def _client(
                 conn, live, deleted = _resync(bouncer, dbname, org_id, prefix)
     except Exception as error:  # reported by the test, with the client's name
         with tally.lock:
-            tally.errors.append(f"{prefix}: {type(error).__name__}: {error}")
+            tally.errors.append(
+                f"{prefix}: {type(error).__name__}: {error}\n{traceback.format_exc()}"
+            )
     finally:
         conn.close()
 
@@ -171,7 +177,11 @@ def _resync(
 ) -> tuple[psycopg.Connection[Any], dict[str, uuid.UUID], dict[str, uuid.UUID]]:
     """A new connection, and the client's accounts as the database holds them."""
     for _ in range(100):
-        conn = _through(bouncer, dbname, autocommit=True)
+        try:
+            # pgbouncer may close a new client whose server login was killed.
+            conn = _through(bouncer, dbname, autocommit=True)
+        except psycopg.OperationalError:
+            continue
         try:
             rows = PlatformConnectionRepository(conn).list(org_id, include_deleted=True)
         except ConnectionLostError:
